@@ -1,0 +1,46 @@
+# One entry point for people and CI. Everything installs into .venv from the project's own files.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench lock clean
+
+# Create the virtualenv and install the pinned dependencies (re-runs when a requirements file changes).
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt -c constraints.txt
+	@# Put plugins/ (the marketbars package, as Airflow does) and the project root on the venv's path.
+	printf '%s\n%s\n' "$(CURDIR)/plugins" "$(CURDIR)" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/market-bars-project.pth"
+	touch $@
+
+## Run the main job end to end on embedded defaults (PostgreSQL, S3 server, Airflow) and print what it did.
+demo: $(STAMP)
+	$(BIN)/python -m sandbox.demo
+
+## Run the whole test suite (unit, integration against real servers on loopback, DAG runs).
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff check --select AIR3 dags
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff check --select AIR3 dags
+
+## Benchmarks, each side by side with its baseline in the same run.
+bench: $(STAMP)
+	$(BIN)/python -m bench.flatfile_load
+
+## Re-resolve and lock every transitive version (run after editing a requirements file).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet -r requirements-dev.txt
+	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .sandbox .pytest_cache

@@ -1,0 +1,1 @@
+"""Hooks: each owns one connection and its wire protocol."""

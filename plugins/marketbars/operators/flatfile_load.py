@@ -1,0 +1,179 @@
+"""Parse downloaded flat files and make the warehouse hold exactly their rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from marketbars.operators import DEFAULT_DOWNLOAD_DIR
+
+
+class FlatFileLoadOperator(BaseOperator):
+    """Load the files described by FlatFileDownloadOperator's output into ``market.historical_bars``.
+
+    Guarantees, per file:
+
+    * one transaction: the selection's bars in the session window (older file version, REST
+      rows) are replaced by the file's valid rows (``source = 'flatfile'``), its rejected rows
+      go to ``market.quarantine`` with a reason, and the ``market.ingest_ledger`` row is written;
+      a crash leaves the previous state; a re-run yields the same rows, never duplicates;
+    * a file version already loaded for the same selection, whose rows are all still present,
+      is not loaded again (``action = current``);
+    * a header that drifted from the vendor's format fails the task at once (no retries); a
+      truncated or corrupt download is deleted so the retry fetches it again;
+    * more than ``max_quarantine_fraction`` of a file's selected rows rejected: the load is kept
+      but the task fails after the batch, so somebody looks at the file.
+
+    Returns (XCom) per session: session, action, rows_read, rows_loaded, rows_quarantined, etag.
+
+    :param dataset: ``stocks``, ``indices`` or ``options``.
+    :param timeframe: ``1m`` or ``1d``.
+    :param files: the download task's output (keys, ETags, local paths).
+    :param symbols: tickers to keep; ``["*"]`` keeps every ticker.
+    :param bucket: bucket to re-fetch from when the local copy is not on this worker.
+    :param download_dir: local cache folder.
+    :param postgres_conn_id: the warehouse connection (``market_db``).
+    :param aws_conn_id: the S3 connection (``massive_s3``).
+    :param max_quarantine_fraction: the share of rejected rows above which the task fails.
+    """
+
+    template_fields: Sequence[str] = ("dataset", "timeframe", "files", "symbols", "bucket", "download_dir")
+    ui_color = "#e8f5e9"
+
+    def __init__(
+        self,
+        *,
+        dataset: str,
+        timeframe: str,
+        files: Sequence[Mapping[str, Any]],
+        symbols: Sequence[str],
+        bucket: str = "flatfiles",
+        download_dir: str = DEFAULT_DOWNLOAD_DIR,
+        postgres_conn_id: str = "market_db",
+        aws_conn_id: str = "massive_s3",
+        max_quarantine_fraction: float = 0.1,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.dataset = dataset
+        self.timeframe = timeframe
+        self.files = files
+        self.symbols = symbols
+        self.bucket = bucket
+        self.download_dir = download_dir
+        self.postgres_conn_id = postgres_conn_id
+        self.aws_conn_id = aws_conn_id
+        self.max_quarantine_fraction = max_quarantine_fraction
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        from marketbars import warehouse
+        from marketbars.hooks.warehouse import WarehouseHook
+
+        if not self.symbols:
+            raise AirflowFailException('no symbols selected: pass tickers, or ["*"] for every ticker')
+        run_id = context.get("run_id")
+        results = []
+        with WarehouseHook(self.postgres_conn_id).connect() as conn:
+            warehouse.migrate(conn)
+            for entry in self.files:
+                if entry["status"] == "non_session":
+                    results.append({"session": entry["session"], "action": "skipped"})
+                    continue
+                results.append(self._load_one(conn, entry, run_id))
+        too_bad = [
+            r
+            for r in results
+            if r.get("rows_quarantined", 0)
+            > self.max_quarantine_fraction * (r.get("rows_loaded", 0) + r.get("rows_quarantined", 0))
+        ]
+        if too_bad:
+            raise AirflowFailException(
+                "too many rejected rows (more than "
+                f"{self.max_quarantine_fraction:.0%} of the selection): "
+                + "; ".join(
+                    f"{r['session']} {r['key']}: {r['rows_quarantined']:,} quarantined" for r in too_bad
+                )
+                + ". The valid rows are loaded; see market.quarantine for the reasons."
+            )
+        return results
+
+    def _load_one(self, conn: Any, entry: Mapping[str, Any], run_id: str | None) -> dict[str, Any]:
+        from marketbars import warehouse
+        from marketbars.parsing import CorruptFlatFileError, HeaderDriftError, parse_flat_file
+
+        version = warehouse.FlatFileVersion(
+            dataset=self.dataset,
+            timeframe=self.timeframe,
+            session=dt.date.fromisoformat(entry["session"]),
+            key=entry["key"],
+            etag=entry["etag"],
+            size=entry["size"],
+            last_modified=dt.datetime.fromisoformat(entry["last_modified"])
+            if entry.get("last_modified")
+            else None,
+        )
+        result = {"session": entry["session"], "key": version.key, "etag": version.etag}
+        current = warehouse.current_load(conn, version, self.symbols)
+        if current is not None:
+            self.log.info(
+                "%s %s: this version is already loaded (%d rows): nothing to do",
+                version.session,
+                version.key,
+                current.rows_loaded,
+            )
+            return result | {
+                "action": "current",
+                "rows_read": current.rows_read,
+                "rows_loaded": current.rows_loaded,
+                "rows_quarantined": current.rows_quarantined,
+            }
+        path = self._local_copy(entry)
+        try:
+            parsed = parse_flat_file(
+                path,
+                dataset=self.dataset,
+                timeframe=self.timeframe,
+                session=version.session,
+                symbols=self.symbols,
+            )
+        except HeaderDriftError as exc:
+            raise AirflowFailException(f"s3://{self.bucket}/{version.key}: {exc}") from exc
+        except CorruptFlatFileError:
+            path.unlink(missing_ok=True)  # the retry downloads it again
+            raise
+        warehouse.ensure_partitions(conn, version.session, version.session)
+        counts = warehouse.replace_session(conn, version, self.symbols, parsed, run_id)
+        reasons = ", ".join(f"{k}: {v}" for k, v in parsed.reason_counts.items())
+        self.log.info(
+            "%s %s: loaded %s rows, quarantined %s%s, of %s lines in the file, in %.2f s",
+            version.session,
+            version.key,
+            f"{counts.rows_loaded:,}",
+            f"{counts.rows_quarantined:,}",
+            f" ({reasons})" if reasons else "",
+            f"{counts.rows_read:,}",
+            counts.seconds,
+        )
+        return result | {
+            "action": "loaded",
+            "rows_read": counts.rows_read,
+            "rows_loaded": counts.rows_loaded,
+            "rows_quarantined": counts.rows_quarantined,
+        }
+
+    def _local_copy(self, entry: Mapping[str, Any]) -> Path:
+        """The downloaded file, fetched again when this worker does not have it."""
+        from marketbars.hooks.flatfiles import MassiveFlatFilesHook, RemoteFile
+
+        path = Path(entry["path"])
+        if path.is_file() and path.stat().st_size == entry["size"]:
+            return path
+        self.log.info("%s is not on this worker: fetching it again", path)
+        remote = RemoteFile(self.bucket, entry["key"], entry["etag"], entry["size"], None)
+        hook = MassiveFlatFilesHook(aws_conn_id=self.aws_conn_id, bucket=self.bucket)
+        return hook.fetch(remote, Path(self.download_dir))[0]

@@ -1,0 +1,332 @@
+"""SQL against the market warehouse: migrations, partitions, transactional loads and the ledger.
+
+Functions take an autocommit psycopg 3 connection and open their own transactions, one per unit
+of work. The Airflow hook (``marketbars.hooks.warehouse``) only supplies the connection, so the
+benchmarks and tests exercise exactly this code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pyarrow as pa
+from pgpq import ArrowToPostgresBinaryEncoder
+from psycopg import sql
+
+from marketbars.flatfiles import ALL_TICKERS
+from marketbars.parsing import BAR_SCHEMA, ParsedFile
+from marketbars.trading_calendar import day_window
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "include" / "migrations"
+_MIGRATION_LOCK = 0x6D6B7462  # pg_advisory_xact_lock key: one migrator at a time
+COPY_CHUNK_ROWS = 65_536
+
+BAR_COLUMNS = (
+    "symbol",
+    "timeframe",
+    "ts",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "vwap",
+    "trades",
+    "source",
+)
+QUARANTINE_COLUMNS = (
+    "dataset",
+    "timeframe",
+    "session_date",
+    "s3_key",
+    "etag",
+    "line_number",
+    "symbol",
+    "reason",
+    "raw",
+)
+# Which bars belong to a dataset when a file is loaded for every ticker ("*"). Fixed SQL, no input;
+# '%%' because these fragments always run with bound parameters.
+DATASET_SCOPE = {
+    "stocks": sql.SQL("symbol NOT LIKE 'I:%%' AND symbol NOT LIKE 'O:%%'"),
+    "indices": sql.SQL("symbol LIKE 'I:%%'"),
+    "options": sql.SQL("symbol LIKE 'O:%%'"),
+}
+
+
+class MigrationError(RuntimeError):
+    """The database's schema history disagrees with the migration files."""
+
+
+@dataclass(frozen=True)
+class FlatFileVersion:
+    """One published version of one day's file: what the ledger ties loaded rows to."""
+
+    dataset: str
+    timeframe: str
+    session: dt.date
+    key: str
+    etag: str
+    size: int
+    last_modified: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class LoadCounts:
+    rows_read: int
+    rows_loaded: int
+    rows_quarantined: int
+    seconds: float
+
+
+def migrate(conn: psycopg.Connection, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply pending migrations in one transaction; return the names applied (empty when current)."""
+    files = sorted(migrations_dir.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+    if not files:
+        raise MigrationError(f"no migrations found in {migrations_dir}")
+    applied_now = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute("CREATE SCHEMA IF NOT EXISTS market")
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS market.schema_migrations (
+                   version    integer PRIMARY KEY,
+                   name       text        NOT NULL,
+                   checksum   text        NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        applied = dict(conn.execute("SELECT version, checksum FROM market.schema_migrations").fetchall())
+        for path in files:
+            version, text = int(path.name[:4]), path.read_text()
+            checksum = hashlib.sha256(text.encode()).hexdigest()
+            if version in applied:
+                if applied[version] != checksum:
+                    raise MigrationError(
+                        f"migration {path.name} changed after it was applied; add a new migration instead"
+                    )
+                continue
+            conn.execute(text)  # type: ignore[arg-type]  # trusted file from the repository
+            conn.execute(
+                "INSERT INTO market.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                (version, path.name, checksum),
+            )
+            applied_now.append(path.name)
+    if applied_now:
+        log.info("Applied migrations: %s", ", ".join(applied_now))
+    return applied_now
+
+
+def ensure_partitions(conn: psycopg.Connection, first: dt.date, last: dt.date) -> int:
+    """Create the monthly bar partitions covering sessions first..last; return how many were new.
+
+    Runs in its own short transaction: creating a partition locks the parent table, which must
+    never happen inside a long load.
+    """
+    start, _ = day_window(first)
+    _, end = day_window(last)
+    with conn.transaction():
+        (created,) = conn.execute("SELECT market.ensure_bar_partitions(%s, %s)", (start, end)).fetchone()
+    return int(created)
+
+
+def active_watchlist(conn: psycopg.Connection, asset_class: str) -> list[str]:
+    rows = conn.execute(
+        "SELECT symbol FROM market.watchlist WHERE active AND asset_class = %s ORDER BY symbol",
+        (asset_class,),
+    ).fetchall()
+    return [symbol for (symbol,) in rows]
+
+
+def selection_key(symbols: Sequence[str]) -> str:
+    """A short stable name for a symbol selection: '*' or a digest of the sorted symbols."""
+    if list(symbols) == [ALL_TICKERS]:
+        return ALL_TICKERS
+    return "md5:" + hashlib.md5(",".join(sorted(set(symbols))).encode()).hexdigest()
+
+
+def _scope(dataset: str, symbols: Sequence[str]) -> tuple[sql.Composable, tuple]:
+    if list(symbols) == [ALL_TICKERS]:
+        return DATASET_SCOPE[dataset], ()
+    return sql.SQL("symbol = ANY(%s)"), (sorted(set(symbols)),)
+
+
+def current_load(
+    conn: psycopg.Connection, version: FlatFileVersion, symbols: Sequence[str]
+) -> LoadCounts | None:
+    """The ledger's counts when this exact file version is already loaded for this selection.
+
+    "Loaded" is verified, not assumed: the warehouse must still hold the number of flat-file rows
+    the ledger recorded, so bars deleted since (by hand, by retention) make the file load again.
+    """
+    row = conn.execute(
+        """SELECT rows_read, rows_loaded, rows_quarantined FROM market.ingest_ledger
+           WHERE dataset = %s AND timeframe = %s AND session_date = %s AND selection_key = %s
+             AND etag = %s AND size_bytes = %s""",
+        (
+            version.dataset,
+            version.timeframe,
+            version.session,
+            selection_key(symbols),
+            version.etag,
+            version.size,
+        ),
+    ).fetchone()
+    if row is None:
+        return None
+    scope, scope_params = _scope(version.dataset, symbols)
+    start, end = day_window(version.session)
+    (present,) = conn.execute(
+        sql.SQL(
+            "SELECT count(*) FROM market.historical_bars WHERE timeframe = %s AND ts >= %s AND ts < %s"
+            " AND source = 'flatfile' AND {scope}"
+        ).format(scope=scope),
+        (version.timeframe, start, end, *scope_params),
+    ).fetchone()
+    if present != row[1]:
+        log.info(
+            "%s: ledger says %d rows were loaded but %d are present; loading again",
+            version.key,
+            row[1],
+            present,
+        )
+        return None
+    return LoadCounts(rows_read=row[0], rows_loaded=row[1], rows_quarantined=row[2], seconds=0.0)
+
+
+def replace_session(
+    conn: psycopg.Connection,
+    version: FlatFileVersion,
+    symbols: Sequence[str],
+    parsed: ParsedFile,
+    run_id: str | None = None,
+) -> LoadCounts:
+    """Make the warehouse hold exactly this file's rows for the selection, in one transaction.
+
+    Existing bars of the selection in the file's session window (from an older version of the
+    file, or from REST) are replaced, the file's quarantined rows replace earlier ones, and the
+    ledger row is written. A crash anywhere leaves the previous state untouched.
+    """
+    started = time.perf_counter()
+    scope, scope_params = _scope(version.dataset, symbols)
+    start, end = day_window(version.session)
+    with conn.transaction(), conn.cursor() as cur:
+        # Two loads of the same file (overlapping runs, a cleared task) take turns instead of
+        # colliding on the primary key.
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            (f"flatfile:{version.dataset}:{version.timeframe}:{version.session}",),
+        )
+        cur.execute(
+            sql.SQL(
+                "DELETE FROM market.historical_bars WHERE timeframe = %s AND ts >= %s AND ts < %s AND {scope}"
+            ).format(scope=scope),
+            (version.timeframe, start, end, *scope_params),
+        )
+        copy_bars(cur, parsed.bars, timeframe=version.timeframe, source="flatfile")
+        cur.execute(
+            sql.SQL(
+                "DELETE FROM market.quarantine WHERE dataset = %s AND timeframe = %s AND session_date = %s"
+                " AND {scope}"
+            ).format(scope=sql.SQL("true") if list(symbols) == [ALL_TICKERS] else scope),
+            (version.dataset, version.timeframe, version.session, *scope_params),
+        )
+        _copy_quarantine(cur, version, parsed.quarantined)
+        counts = LoadCounts(
+            rows_read=parsed.rows_read,
+            rows_loaded=parsed.bars.num_rows,
+            rows_quarantined=parsed.quarantined.num_rows,
+            seconds=time.perf_counter() - started,
+        )
+        cur.execute(
+            """INSERT INTO market.ingest_ledger AS l (
+                   dataset, timeframe, session_date, selection_key, symbols, s3_key, etag, size_bytes,
+                   last_modified, rows_read, rows_loaded, rows_quarantined, load_seconds, run_id, loaded_at)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+               ON CONFLICT (dataset, timeframe, session_date, selection_key) DO UPDATE SET
+                   symbols = EXCLUDED.symbols, s3_key = EXCLUDED.s3_key, etag = EXCLUDED.etag,
+                   size_bytes = EXCLUDED.size_bytes, last_modified = EXCLUDED.last_modified,
+                   rows_read = EXCLUDED.rows_read, rows_loaded = EXCLUDED.rows_loaded,
+                   rows_quarantined = EXCLUDED.rows_quarantined, load_seconds = EXCLUDED.load_seconds,
+                   run_id = EXCLUDED.run_id, loaded_at = now()""",
+            (
+                version.dataset,
+                version.timeframe,
+                version.session,
+                selection_key(symbols),
+                None if list(symbols) == [ALL_TICKERS] else sorted(set(symbols)),
+                version.key,
+                version.etag,
+                version.size,
+                version.last_modified,
+                counts.rows_read,
+                counts.rows_loaded,
+                counts.rows_quarantined,
+                counts.seconds,
+                run_id,
+            ),
+        )
+    return counts
+
+
+def _with_constants(bars: pa.Table, timeframe: str, source: str) -> Iterator[pa.RecordBatch]:
+    """Record batches in BAR_COLUMNS order; the constant columns are built one chunk at a time."""
+    if bars.schema != BAR_SCHEMA:
+        raise TypeError(f"bars must have schema {BAR_SCHEMA}, got {bars.schema}")
+    for batch in bars.to_batches(max_chunksize=COPY_CHUNK_ROWS):
+        n = batch.num_rows
+        columns = dict(zip(batch.schema.names, batch.columns, strict=True))
+        columns["timeframe"] = pa.repeat(pa.scalar(timeframe), n)
+        columns["source"] = pa.repeat(pa.scalar(source), n)
+        yield pa.RecordBatch.from_arrays([columns[name] for name in BAR_COLUMNS], names=list(BAR_COLUMNS))
+
+
+def copy_bars(cur: psycopg.Cursor, bars: pa.Table, *, timeframe: str, source: str) -> None:
+    """COPY bars into market.historical_bars in PostgreSQL's binary format, encoded in bulk by pgpq."""
+    _copy_arrow(cur, "historical_bars", BAR_COLUMNS, _with_constants(bars, timeframe, source))
+
+
+def _copy_quarantine(cur: psycopg.Cursor, version: FlatFileVersion, rows: pa.Table) -> None:
+    if not rows.num_rows:
+        return
+    n = rows.num_rows
+    table = pa.table(
+        {
+            "dataset": pa.repeat(pa.scalar(version.dataset), n),
+            "timeframe": pa.repeat(pa.scalar(version.timeframe), n),
+            "session_date": pa.repeat(pa.scalar(version.session, pa.date32()), n),
+            "s3_key": pa.repeat(pa.scalar(version.key), n),
+            "etag": pa.repeat(pa.scalar(version.etag), n),
+            "line_number": rows["line_number"],
+            "symbol": rows["symbol"],
+            "reason": rows["reason"],
+            "raw": rows["raw"],
+        }
+    )
+    _copy_arrow(cur, "quarantine", QUARANTINE_COLUMNS, iter(table.to_batches(max_chunksize=COPY_CHUNK_ROWS)))
+
+
+def _copy_arrow(
+    cur: psycopg.Cursor, table: str, columns: Sequence[str], batches: Iterator[pa.RecordBatch]
+) -> None:
+    first = next(batches, None)
+    if first is None:
+        return
+    encoder = ArrowToPostgresBinaryEncoder(first.schema)
+    statement = sql.SQL("COPY market.{table} ({columns}) FROM STDIN (FORMAT BINARY)").format(
+        table=sql.Identifier(table), columns=sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with cur.copy(statement) as copy:
+        copy.write(encoder.write_header())
+        copy.write(encoder.write_batch(first))
+        for batch in batches:
+            copy.write(encoder.write_batch(batch))
+        copy.write(encoder.finish())

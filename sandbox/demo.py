@@ -1,0 +1,180 @@
+"""The main job, end to end on embedded defaults: ``make demo`` (or ``python -m sandbox.demo``).
+
+Starts an embedded PostgreSQL and an S3 server on loopback, publishes four weeks of the sample
+market in the vendor's formats, runs ``historical_bulk_backfill`` through Airflow itself
+(``airflow dags test``) and prints what the warehouse holds. Production differs only in the
+Airflow connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sandbox import market
+from sandbox.services import Postgres, airflow_env, connection_env, s3_server, start_postgres
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKDIR = ROOT / ".sandbox"
+# Christmas and New Year: two holidays, an early close (Dec 24) and files from 2026 with fractional volume.
+DEMO_START, DEMO_END = dt.date(2025, 12, 15), dt.date(2026, 1, 9)
+DAG_ID = "historical_bulk_backfill"
+
+
+def _section(title: str) -> None:
+    print(f"\n== {title}", flush=True)
+
+
+def _airflow(args: list[str], env: dict[str, str], log_path: Path) -> float:
+    """Run an Airflow CLI command with the project's environment; its output goes to log_path."""
+    started = time.perf_counter()
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    with log_path.open("w") as log:
+        result = subprocess.run([airflow, *args], env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if result.returncode != 0:
+        tail = log_path.read_text().splitlines()[-40:]
+        sys.exit(
+            f"airflow {' '.join(args)} failed (exit {result.returncode}); log {log_path}:\n" + "\n".join(tail)
+        )
+    return time.perf_counter() - started
+
+
+def _summary_lines(log_path: Path) -> list[str]:
+    """The summarize task's table (printed by the task), from the run's log."""
+    lines = log_path.read_text(errors="replace").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("session") and "action" in line)
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("total"))
+    return lines[start : end + 1]
+
+
+def _run_backfill(env: dict[str, str], conf: dict, log_path: Path) -> None:
+    print(f"$ airflow dags test {DAG_ID} -c '{json.dumps(conf)}'", flush=True)
+    seconds = _airflow(["dags", "test", DAG_ID, "-c", json.dumps(conf)], env, log_path)
+    for line in _summary_lines(log_path):
+        print("   ", line)
+    print(f"    ({seconds:.0f} s through Airflow; full log: {log_path.relative_to(ROOT)})")
+
+
+NY_TS = "(ts AT TIME ZONE 'America/New_York')"
+REPORT_QUERIES = {
+    "by_timeframe": f"""
+        SELECT timeframe, count(DISTINCT symbol), count(*), count(DISTINCT {NY_TS}::date),
+               min({NY_TS}), max({NY_TS})
+        FROM market.historical_bars GROUP BY timeframe ORDER BY timeframe""",
+    "watchlist_minutes": f"""
+        SELECT symbol, count(*) FILTER (WHERE {NY_TS}::time >= '09:30' AND {NY_TS}::time < '16:00'), count(*)
+        FROM market.historical_bars
+        WHERE timeframe = '1m' AND symbol IN (SELECT symbol FROM market.watchlist)
+        GROUP BY symbol ORDER BY symbol""",
+    "early_close": f"""
+        SELECT max({NY_TS}) FROM market.historical_bars
+        WHERE symbol = 'I:SPX' AND timeframe = '1m' AND {NY_TS}::date = '2025-12-24'""",
+    "fractional": """
+        SELECT symbol, ts, volume FROM market.historical_bars
+        WHERE timeframe = '1m' AND volume <> trunc(volume) ORDER BY ts, symbol LIMIT 1""",
+    "quarantine": """
+        SELECT reason, count(*), min(format('%s line %s: %s', s3_key, line_number, raw))
+        FROM market.quarantine GROUP BY reason ORDER BY count(*) DESC, reason""",
+    "ledger": """
+        SELECT dataset, timeframe, count(*), sum(rows_loaded), sum(rows_quarantined)
+        FROM market.ingest_ledger GROUP BY dataset, timeframe ORDER BY dataset, timeframe""",
+}
+
+
+def _report(db: Postgres) -> None:
+    with db.connect() as conn:
+        q = {name: conn.execute(sql).fetchall() for name, sql in REPORT_QUERIES.items()}
+    _section("market.historical_bars now holds")
+    for tf, symbols, bars, days, first, last in q["by_timeframe"]:
+        span = f"{first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} ET"
+        print(f"    {tf}: {bars:>9,} bars, {symbols:>3} symbols, {days} sessions, {span}")
+    print("    minute bars per watchlist symbol (regular session 09:30-16:00 ET / all hours):")
+    for symbol, regular, total in q["watchlist_minutes"]:
+        print(f"      {symbol:<7} {regular:>6,} / {total:>6,}")
+    if q["early_close"][0][0]:
+        print(f"    early close 2025-12-24: last I:SPX minute bar starts {q['early_close'][0][0]:%H:%M} ET")
+    if q["fractional"]:
+        symbol, ts, volume = q["fractional"][0]
+        print(f"    fractional volume kept: {symbol} {ts:%Y-%m-%d %H:%M}Z volume {volume}")
+    _section("market.quarantine: rows the source got wrong, with the reason")
+    for reason, count, example in q["quarantine"]:
+        print(f"    {reason:<26} {count:>3}  e.g. {example}")
+    _section("market.ingest_ledger: one row per file and symbol selection")
+    for dataset, timeframe, files, loaded, quarantined in q["ledger"]:
+        print(
+            f"    {dataset:<8} {timeframe}: {files} files, {loaded:,} rows loaded, {quarantined} quarantined"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--start", type=dt.date.fromisoformat, default=DEMO_START)
+    parser.add_argument("--end", type=dt.date.fromisoformat, default=DEMO_END)
+    args = parser.parse_args()
+    WORKDIR.mkdir(exist_ok=True)
+    logs = WORKDIR / "logs"
+    logs.mkdir(exist_ok=True)
+
+    _section("Embedded services")
+    server = start_postgres(WORKDIR / "pg")
+    db = server.create_database("market_demo")  # a clean warehouse on every demo run
+    where = (
+        "MARKETBARS_PG_URL"
+        if os.environ.get("MARKETBARS_PG_URL")
+        else f"embedded pgserver in {WORKDIR.name}/pg"
+    )
+    print(f"    PostgreSQL: {where}, database market_demo (created empty)")
+    with s3_server() as s3:
+        started = time.perf_counter()
+        files = market.build_market(args.start, args.end)
+        market.upload(s3.client(), s3.bucket, files)
+        print(
+            f"    S3 (moto server): {s3.endpoint_url}, bucket {s3.bucket}: {len(files)} objects, "
+            f"{sum(len(f.lines) for f in files):,} rows ({time.perf_counter() - started:.1f} s to build)"
+        )
+        holidays = sorted(
+            {f.session for f in files if f.dataset == "indices"}
+            - {f.session for f in files if f.dataset == "stocks"}
+        )
+        print(
+            f"    sample market {args.start}..{args.end}: stocks and indices, minute and day files; "
+            f"index files also on the holidays {', '.join(map(str, holidays))}"
+        )
+
+        env = {
+            **os.environ,
+            **airflow_env(WORKDIR / "airflow", ROOT),
+            **connection_env(db, s3, download_dir=WORKDIR / "downloads"),
+        }
+        _section("Airflow metadata database")
+        seconds = _airflow(["db", "migrate"], env, logs / "db-migrate.log")
+        print(f"    airflow db migrate ({seconds:.0f} s, SQLite in .sandbox/airflow)")
+
+        period = {"start_date": args.start.isoformat(), "end_date": args.end.isoformat()}
+        _section("1. Stock minute bars for the watchlist (symbols: [] = the active watchlist)")
+        _run_backfill(env, {**period, "dataset": "stocks", "timeframe": "1m"}, logs / "run-stocks-1m.log")
+        _section("2. Index minute bars for the watchlist")
+        _run_backfill(env, {**period, "dataset": "indices", "timeframe": "1m"}, logs / "run-indices-1m.log")
+        _section('3. Daily bars for every ticker in the stock files (symbols: ["*"])')
+        _run_backfill(
+            env,
+            {**period, "dataset": "stocks", "timeframe": "1d", "symbols": ["*"]},
+            logs / "run-stocks-1d.log",
+        )
+        _section("4. Run 1 again with the same params: nothing changes (action = current)")
+        _run_backfill(
+            env, {**period, "dataset": "stocks", "timeframe": "1m"}, logs / "run-stocks-1m-again.log"
+        )
+    _report(db)
+
+
+if __name__ == "__main__":
+    main()

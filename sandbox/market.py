@@ -1,0 +1,399 @@
+"""A deterministic sample market in Massive's exact flat-file formats, with seeded pathologies.
+
+Same inputs, same bytes (and so the same ETags): the generator seeds every random draw from the
+ticker and the date. Each file comes with the list of lines that must be quarantined and why, so
+tests compare the warehouse with the source independently of the loader.
+
+Realism kept on purpose: real XNYS sessions (holidays, early closes, DST), extended hours for
+stocks (04:00-20:00 ET; 17:00 on early-close days), liquid and thin tickers (thin ones miss
+minutes and whole days), fractional volume in files from 2026, index files that also exist on
+weekday holidays, sorted by ticker then time, and a price spike from a late-reported trade.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import hashlib
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from marketbars import trading_calendar
+from marketbars.flatfiles import HEADERS, object_key
+from marketbars.trading_calendar import NEW_YORK
+
+UNIVERSE_CSV = Path(__file__).resolve().parents[1] / "include" / "sample_market" / "universe.csv"
+FRACTIONAL_VOLUME_FROM = dt.date(2026, 1, 1)  # the vendor's files carry fractional volume from 2026
+# Non-US indices keep printing on NYSE holidays: the vendor's index files exist on those days too.
+HOLIDAY_INDICES = ("I:NIKKEI225", "I:UKX")
+NS = 1_000_000_000
+
+# What a seeded pathology does, and the quarantine reason it must get.
+PATHOLOGIES: dict[str, str] = {
+    "duplicate_row": "duplicate_row",
+    "conflicting_duplicate": "conflicting_duplicate",
+    "empty_field": "empty_field",
+    "non_numeric": "non_numeric",
+    "malformed_row": "malformed_row",
+    "next_day_timestamp": "timestamp_outside_session",
+    "zero_timestamp": "timestamp_outside_session",
+    "misaligned_timestamp": "misaligned_timestamp",
+    "non_positive_price": "non_positive_price",
+    "high_below_low": "high_below_low",
+    "price_outside_range": "price_outside_range",
+    "negative_volume": "negative_volume",
+}
+VOLUME_PATHOLOGIES = {"negative_volume"}  # need a volume column (not indices)
+# The 2019-08-12 case: every window_start of a day file belongs to the next day.
+WHOLE_FILE_NEXT_DAY = "whole_file_next_day"
+
+
+@dataclass(frozen=True)
+class Instrument:
+    ticker: str
+    dataset: str
+    price: float
+    liquidity: float  # share of regular-session minutes with a bar
+
+
+@cache
+def universe() -> tuple[Instrument, ...]:
+    with UNIVERSE_CSV.open() as handle:
+        return tuple(
+            Instrument(r["ticker"], r["dataset"], float(r["price"]), float(r["liquidity"]))
+            for r in csv.DictReader(handle)
+        )
+
+
+def instruments(dataset: str) -> list[Instrument]:
+    return sorted((i for i in universe() if i.dataset == dataset), key=lambda i: i.ticker)
+
+
+def _rng(*parts: object) -> np.random.Generator:
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+@dataclass
+class _Row:
+    fields: list[str]
+    expect: str | None = None  # the quarantine reason this line must get; None: it must load
+
+
+@dataclass(frozen=True)
+class SampleFile:
+    dataset: str
+    timeframe: str
+    session: dt.date
+    key: str
+    body: bytes  # the .csv.gz object
+    lines: tuple[str, ...]  # data lines, without the header
+    quarantine: dict[int, str] = field(default_factory=dict)  # physical line number -> reason
+
+    @property
+    def header(self) -> tuple[str, ...]:
+        return HEADERS[self.dataset]
+
+    def expected_rows(self, symbols: Iterable[str] | None = None) -> list[list[str]]:
+        """The data lines that must be loaded (all but the quarantined), split into fields."""
+        keep = None if symbols is None else set(symbols)
+        rows = []
+        for number, line in enumerate(self.lines, start=2):
+            fields = line.split(",")
+            if number not in self.quarantine and (keep is None or fields[0] in keep):
+                rows.append(fields)
+        return rows
+
+    def expected_quarantine(self, symbols: Iterable[str] | None = None) -> dict[int, str]:
+        keep = None if symbols is None else set(symbols)
+        return {
+            n: reason
+            for n, reason in self.quarantine.items()
+            if keep is None or self.lines[n - 2].split(",")[0] in keep
+        }
+
+
+def _price_level(instrument: Instrument, day: dt.date) -> float:
+    """A smooth, deterministic price level for the day (no dependency on earlier days)."""
+    phase = _rng(instrument.ticker, "phase").uniform(0, 2 * np.pi)
+    drift = 0.12 * np.sin(2 * np.pi * day.toordinal() / 230 + phase)
+    noise = _rng(instrument.ticker, day, "level").normal(0, 0.01)
+    return instrument.price * float(np.exp(drift + noise))
+
+
+def _fmt_price(value: float) -> str:
+    value = float(value)  # numpy scalars repr as np.float64(...)
+    return repr(round(value, 4 if value < 1 else 2))
+
+
+def _minute_grid(instrument: Instrument, day: dt.date) -> tuple[np.ndarray, np.ndarray]:
+    """Bar start times (ns) and whether each is in the regular session, before sampling."""
+    if trading_calendar.is_session(day):
+        hours = trading_calendar.session_hours(day)
+        open_ns, close_ns = (int(t.timestamp()) * NS for t in (hours.open, hours.close))
+        early = hours.early_close
+    else:  # a weekday holiday: only the holiday indices print, on normal hours
+        open_ns = int(dt.datetime.combine(day, dt.time(9, 30), NEW_YORK).timestamp()) * NS
+        close_ns = int(dt.datetime.combine(day, dt.time(16, 0), NEW_YORK).timestamp()) * NS
+        early = False
+    if instrument.dataset == "indices":
+        first, last = open_ns, close_ns
+    else:
+        first = int(dt.datetime.combine(day, dt.time(4, 0), NEW_YORK).timestamp()) * NS
+        last = int(dt.datetime.combine(day, dt.time(17 if early else 20, 0), NEW_YORK).timestamp()) * NS
+    grid = np.arange(first, last, 60 * NS, dtype=np.int64)
+    return grid, (grid >= open_ns) & (grid < close_ns)
+
+
+def _minute_rows(instrument: Instrument, day: dt.date) -> list[_Row]:
+    rng = _rng(instrument.ticker, day, "minutes")
+    grid, regular = _minute_grid(instrument, day)
+    if instrument.dataset == "indices":
+        present = np.ones(len(grid), dtype=bool)
+    else:
+        if instrument.liquidity < 0.05 and rng.random() < 0.3:
+            return []  # an illiquid ticker with no trades at all that day
+        chance = np.where(regular, instrument.liquidity, instrument.liquidity * 0.3)
+        present = rng.random(len(grid)) < chance
+    times = grid[present]
+    n = len(times)
+    if n == 0:
+        return []
+    level = _price_level(instrument, day)
+    sigma = 0.0006 if instrument.dataset == "indices" else 0.0012
+    close = level * np.exp(np.cumsum(rng.normal(0, sigma, n)))
+    open_ = np.concatenate([[level], close[:-1]]) * (1 + rng.normal(0, sigma / 4, n))
+    high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, sigma / 2, n)))
+    low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, sigma / 2, n)))
+    if instrument.dataset != "indices" and instrument.liquidity < 0.5 and n > 3:
+        spike = int(rng.integers(1, n - 1))  # a late-reported trade: a valid bar with a far high
+        high[spike] = max(open_[spike], close[spike]) * 1.08
+    decimals = 4 if level < 1 else 2
+    open_, close, high, low = (np.round(a, decimals) for a in (open_, close, high, low))
+    high = np.maximum.reduce([high, open_, close])
+    low = np.minimum.reduce([low, open_, close])
+    rows = []
+    if instrument.dataset == "indices":
+        for i in range(n):
+            fields = [instrument.ticker, _fmt_price(open_[i]), _fmt_price(close[i])]
+            rows.append(_Row([*fields, _fmt_price(high[i]), _fmt_price(low[i]), str(times[i])]))
+        return rows
+    scale = 2_000 * instrument.liquidity + 20
+    volume = rng.lognormal(np.log(scale), 1.0, n)
+    fractional = day >= FRACTIONAL_VOLUME_FROM
+    volume = np.round(volume, 6) if fractional else np.maximum(1, np.round(volume))
+    trades = np.maximum(1, (volume / rng.uniform(40, 160, n)).astype(np.int64))
+    for i in range(n):
+        vol = repr(float(volume[i])) if fractional else str(int(volume[i]))
+        prices = [_fmt_price(open_[i]), _fmt_price(close[i]), _fmt_price(high[i]), _fmt_price(low[i])]
+        rows.append(_Row([instrument.ticker, vol, *prices, str(times[i]), str(trades[i])]))
+    return rows
+
+
+def _daily_row(dataset: str, minute_rows: Sequence[_Row], day: dt.date) -> _Row:
+    """The day bar of one ticker, aggregated from its minute bars, stamped 00:00 New York."""
+    h = HEADERS[dataset]
+    col = {name: [r.fields[h.index(name)] for r in minute_rows] for name in h}
+    stamp = str(int(trading_calendar.day_window(day)[0].timestamp()) * NS)
+    ohlc = {
+        "open": col["open"][0],
+        "close": col["close"][-1],
+        "high": _fmt_price(max(map(float, col["high"]))),
+        "low": _fmt_price(min(map(float, col["low"]))),
+    }
+    values = {"ticker": minute_rows[0].fields[0], **ohlc, "window_start": stamp}
+    if "volume" in h:
+        total = sum(map(float, col["volume"]))
+        values["volume"] = repr(round(total, 6)) if day >= FRACTIONAL_VOLUME_FROM else str(int(total))
+        values["transactions"] = str(sum(map(int, col["transactions"])))
+    return _Row([values[name] for name in h])
+
+
+def _default_pathologies(dataset: str, timeframe: str, day: dt.date) -> list[str]:
+    kinds = sorted(k for k in PATHOLOGIES if dataset != "indices" or k not in VOLUME_PATHOLOGIES)
+    count = 3 if timeframe == "1m" else 1
+    return list(_rng(dataset, timeframe, day, "pathologies").choice(kinds, size=count, replace=False))
+
+
+def _inject(rows: list[_Row], kind: str, dataset: str, rng: np.random.Generator) -> None:
+    """Apply one pathology to a clean row (half the time one of a liquid ticker) in place."""
+    h = HEADERS[dataset]
+    liquid = {i.ticker for i in instruments(dataset) if i.liquidity >= 0.9}
+    high, low = h.index("high"), h.index("low")
+    clean = [
+        i for i, r in enumerate(rows) if r.expect is None and float(r.fields[high]) > float(r.fields[low])
+    ]
+    preferred = [i for i in clean if rows[i].fields[0] in liquid]
+    pool = preferred if preferred and rng.random() < 0.5 else clean
+    i = int(pool[int(rng.integers(len(pool)))])
+    row, reason = rows[i], PATHOLOGIES[kind]
+    f = row.fields
+    numeric = "volume" if "volume" in h else "open"
+    ws = h.index("window_start")
+    if kind == "duplicate_row":
+        rows.insert(i + 1, _Row(list(f), reason))
+        return
+    if kind == "conflicting_duplicate":
+        other = list(f)
+        other[h.index("close")] = f[h.index("low" if f[h.index("close")] != f[h.index("low")] else "high")]
+        row.expect = reason
+        rows.insert(i + 1, _Row(other, reason))
+        return
+    if kind == "empty_field":
+        f[h.index(numeric)] = ""
+    elif kind == "non_numeric":
+        f[h.index(numeric)] = "n/a"
+    elif kind == "malformed_row":
+        del f[-1]
+    elif kind == "next_day_timestamp":
+        f[ws] = str(int(f[ws]) + 86_400 * NS)
+    elif kind == "zero_timestamp":
+        f[ws] = "0"
+    elif kind == "misaligned_timestamp":
+        f[ws] = str(int(f[ws]) + 30 * NS)
+    elif kind == "non_positive_price":
+        f[h.index("low")] = "0"
+    elif kind == "high_below_low":
+        hi, lo = h.index("high"), h.index("low")
+        f[hi], f[lo] = f[lo], f[hi]
+    elif kind == "price_outside_range":
+        f[h.index("close")] = _fmt_price(float(f[h.index("high")]) * 1.01 + 0.01)
+    elif kind == "negative_volume":
+        f[h.index("volume")] = "-" + f[h.index("volume")]
+    else:
+        raise ValueError(f"unknown pathology {kind!r}")
+    row.expect = reason
+
+
+def build_file(
+    dataset: str, timeframe: str, day: dt.date, pathologies: Sequence[str] | None = None
+) -> SampleFile | None:
+    """One day's flat file, or None when the vendor would publish none (stocks on a holiday, weekends).
+
+    pathologies: the kinds to seed (see PATHOLOGIES, or WHOLE_FILE_NEXT_DAY); None picks a
+    deterministic default set for the file.
+    """
+    if day.weekday() >= 5:
+        return None
+    if trading_calendar.is_session(day):
+        members = instruments(dataset)
+    elif dataset == "indices":
+        members = [Instrument(t, "indices", 30_000.0, 1.0) for t in HOLIDAY_INDICES]
+    else:
+        return None
+    rows: list[_Row] = []
+    for instrument in members:
+        minute = _minute_rows(instrument, day)
+        if minute:
+            rows.extend(minute if timeframe == "1m" else [_daily_row(dataset, minute, day)])
+    kinds = _default_pathologies(dataset, timeframe, day) if pathologies is None else list(pathologies)
+    rng = _rng(dataset, timeframe, day, "inject")
+    for kind in kinds:
+        if kind == WHOLE_FILE_NEXT_DAY:
+            ws = HEADERS[dataset].index("window_start")
+            for row in rows:
+                row.fields[ws] = str(int(row.fields[ws]) + 86_400 * NS)
+                row.expect = "timestamp_outside_session"
+        else:
+            _inject(rows, kind, dataset, rng)
+    lines = tuple(",".join(r.fields) for r in rows)
+    text = ",".join(HEADERS[dataset]) + "\n" + "".join(line + "\n" for line in lines)
+    return SampleFile(
+        dataset=dataset,
+        timeframe=timeframe,
+        session=day,
+        key=object_key(dataset, timeframe, day),
+        body=gzip.compress(text.encode(), compresslevel=6, mtime=0),
+        lines=lines,
+        quarantine={n: r.expect for n, r in enumerate(rows, start=2) if r.expect},
+    )
+
+
+def build_market(
+    start: dt.date,
+    end: dt.date,
+    datasets: Sequence[str] = ("stocks", "indices"),
+    timeframes: Sequence[str] = ("1m", "1d"),
+) -> list[SampleFile]:
+    """Every file the vendor would publish for the days start..end."""
+    files = []
+    day = start
+    while day <= end:
+        for dataset in datasets:
+            for timeframe in timeframes:
+                sample = build_file(dataset, timeframe, day)
+                if sample is not None:
+                    files.append(sample)
+        day += dt.timedelta(days=1)
+    return files
+
+
+def upload(client: object, bucket: str, files: Iterable[SampleFile]) -> int:
+    """Put the files into the bucket; return how many."""
+    count = 0
+    for sample in files:
+        client.put_object(Bucket=bucket, Key=sample.key, Body=sample.body)  # type: ignore[attr-defined]
+        count += 1
+    return count
+
+
+def _synthetic_tickers(count: int, rng: np.random.Generator) -> list[str]:
+    letters = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+    names: set[str] = set()
+    while len(names) < count:
+        length = int(rng.choice([1, 2, 3, 4, 4, 4, 5]))
+        names.add("".join(rng.choice(letters, length)))
+    return sorted(names)
+
+
+def full_universe_minute_file(
+    day: dt.date, *, tickers: int = 8_000, target_rows: int = 1_800_000, seed: int = 20240305
+) -> tuple[bytes, int]:
+    """A full-universe stock minute file (~1.8M rows, ~8,000 tickers) for benchmarks: (gzip bytes, rows).
+
+    Vectorised; the same format as build_file, without pathologies.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    rng = np.random.default_rng(seed)
+    names = _synthetic_tickers(tickers, rng)
+    first = int(dt.datetime.combine(day, dt.time(4, 0), NEW_YORK).timestamp()) * NS
+    minutes = 960
+    weight = rng.pareto(1.16, tickers) + 0.02
+    chance = np.clip(weight / weight.sum() * target_rows / minutes, 0.001, 1.0)
+    chance *= target_rows / (chance.sum() * minutes)
+    present = rng.random((tickers, minutes)) < np.clip(chance, 0, 1)[:, None]
+    ticker_idx, minute_idx = np.nonzero(present)
+    n = len(ticker_idx)
+    base = rng.uniform(2, 400, tickers)[ticker_idx]
+    walk = np.cumsum(rng.normal(0, 0.001, n))
+    starts = np.searchsorted(ticker_idx, np.arange(tickers))
+    walk -= walk[np.minimum(starts, n - 1)][ticker_idx]
+    close = np.round(base * np.exp(walk), 4)
+    open_ = np.round(close * (1 + rng.normal(0, 0.0005, n)), 4)
+    high = np.round(np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.0005, n))), 4)
+    low = np.round(np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.0005, n))), 4)
+    volume = np.maximum(1, np.round(rng.lognormal(6, 1.2, n)))
+    table = pa.table(
+        {
+            "ticker": pa.array(names).take(pa.array(ticker_idx)),
+            "volume": volume.astype(np.int64),
+            "open": open_,
+            "close": close,
+            "high": high,
+            "low": low,
+            "window_start": first + minute_idx.astype(np.int64) * 60 * NS,
+            "transactions": np.maximum(1, volume // 60).astype(np.int64),
+        }
+    )
+    assert tuple(table.column_names) == HEADERS["stocks"]
+    raw = io.BytesIO()
+    pcsv.write_csv(table, raw, pcsv.WriteOptions(include_header=True, quoting_style="none"))
+    return gzip.compress(raw.getvalue(), compresslevel=6, mtime=0), n
