@@ -134,13 +134,20 @@ with DAG(
         )
 
     @task(trigger_rule="all_done")
-    def summarize(results: list[list[dict[str, Any]]], batches: list[list[str]]) -> dict[str, int]:
-        """Log rows per session and totals; fail the run when a planned session has no result."""
+    def summarize(
+        results: list[list[dict[str, Any]]] | None, batches: list[list[str]] | None, symbols: list[str] | None
+    ) -> dict[str, int]:
+        """Log rows per session and totals. Runs even after failures (it is the DAG's only leaf), so it
+        fails the run itself when planning or preparation failed or a planned session has no result."""
         from airflow.sdk.exceptions import AirflowFailException
 
         from marketbars.backfill import summarize as build_summary
 
-        summary = build_summary(results or [], batches or [])
+        if batches is None or symbols is None:
+            raise AirflowFailException(
+                "the run failed before loading (see plan_sessions / prepare_warehouse)"
+            )
+        summary = build_summary(results or [], batches)
         print("\n".join(summary.lines))
         if summary.missing_sessions:
             missing = summary.missing_sessions
@@ -155,4 +162,4 @@ with DAG(
     symbols = prepare_warehouse()
     batches >> symbols
     loads = ingest.partial(symbols=symbols).expand(sessions=batches)
-    summarize(loads.output, batches)
+    summarize(loads.output, batches, symbols)

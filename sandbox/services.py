@@ -9,6 +9,7 @@ Only the Airflow connections differ from production: ``connection_env`` renders 
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import socket
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +34,22 @@ PG_TUNING = {"shared_buffers": "1GB", "max_wal_size": "8GB", "checkpoint_timeout
 
 @dataclass(frozen=True)
 class Postgres:
-    """A reachable PostgreSQL server; ``database`` is the one this handle points at."""
+    """A reachable PostgreSQL server; the conninfo names the database this handle points at."""
 
     conninfo: str
+    embedded: Any = field(default=None, repr=False, compare=False)  # the pgserver handle, if ours
+
+    def stop(self) -> None:
+        """Stop an embedded server started with keep=False now (instead of at interpreter exit)."""
+        if self.embedded is not None and self.embedded.cleanup_mode is not None:
+            atexit.unregister(self.embedded._cleanup)
+            self.embedded.cleanup()
 
     def params(self) -> dict[str, Any]:
         return conninfo_to_dict(self.conninfo)
 
     def with_database(self, name: str) -> Postgres:
-        return Postgres(make_conninfo(self.conninfo, dbname=name))
+        return Postgres(make_conninfo(self.conninfo, dbname=name), self.embedded)
 
     def connect(self, **kwargs: Any) -> psycopg.Connection:
         return psycopg.connect(self.conninfo, autocommit=True, **kwargs)
@@ -67,8 +75,11 @@ class Postgres:
         }
 
 
-def start_postgres(data_dir: Path) -> Postgres:
-    """The server of MARKETBARS_PG_URL, else an embedded one whose data lives in data_dir."""
+def start_postgres(data_dir: Path, *, keep: bool = True) -> Postgres:
+    """The server of MARKETBARS_PG_URL, else an embedded one whose data lives in data_dir.
+
+    keep=False stops the embedded server and deletes data_dir when this process exits.
+    """
     if os.environ.get(PG_URL_ENV):
         return Postgres(os.environ[PG_URL_ENV])
     import pgserver
@@ -76,11 +87,11 @@ def start_postgres(data_dir: Path) -> Postgres:
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     fresh = not (data_dir / "PG_VERSION").exists()
-    server = pgserver.get_server(data_dir, cleanup_mode=None)  # keeps running for later runs
+    server = pgserver.get_server(data_dir, cleanup_mode=None if keep else "delete")
     if fresh:
         server.psql("; ".join(f"ALTER SYSTEM SET {k} = '{v}'" for k, v in PG_TUNING.items()) + ";")
         pg_ctl(["-w", "restart"], pgdata=data_dir, user=server.system_user, timeout=60)
-    return Postgres(server.get_uri())
+    return Postgres(server.get_uri(), server)
 
 
 def free_port() -> int:

@@ -66,8 +66,7 @@ def symbol_problems(dataset: str, symbols: Iterable[str]) -> list[str]:
                 else ""
             )
             problems.append(
-                f"{symbol!r} is not a {dataset} ticker in the vendor's form "
-                f"({TICKER_EXAMPLES[dataset]}){hint}"
+                f"{symbol!r} is not in the vendor's {dataset} ticker form ({TICKER_EXAMPLES[dataset]}){hint}"
             )
     duplicates = sorted({s for s in symbols if symbols.count(s) > 1})
     if duplicates:

@@ -85,23 +85,23 @@ def _column_types(header: tuple[str, ...], tolerant: bool) -> dict[str, pa.DataT
     return {name: types[name] for name in header}
 
 
-def read_header(path: Path) -> tuple[str, ...]:
+def read_header(path: Path, source: str) -> tuple[str, ...]:
     """The first line of a gzip CSV, split on commas; a clear error for empty or non-gzip data."""
     if path.stat().st_size == 0:
-        raise CorruptFlatFileError(f"{path.name}: the file is empty (0 bytes)")
+        raise CorruptFlatFileError(f"{source}: the file is empty (0 bytes)")
     try:
         with gzip.open(path, "rt", encoding="utf-8", newline="") as handle:
             line = handle.readline()
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
-        raise CorruptFlatFileError(f"{path.name}: not a readable gzip CSV ({exc})") from exc
+        raise CorruptFlatFileError(f"{source}: not a readable gzip CSV ({exc})") from exc
     if not line:
-        raise CorruptFlatFileError(f"{path.name}: the gzip stream holds no header line")
+        raise CorruptFlatFileError(f"{source}: the gzip stream holds no header line")
     return tuple(line.rstrip("\r\n").split(","))
 
 
-def check_header(path: Path, dataset: str) -> tuple[str, ...]:
+def check_header(path: Path, dataset: str, source: str) -> tuple[str, ...]:
     """Raise HeaderDriftError unless the header is exactly the dataset's documented one."""
-    expected, found = HEADERS[dataset], read_header(path)
+    expected, found = HEADERS[dataset], read_header(path, source)
     if found != expected:
         missing = [c for c in expected if c not in found]
         unexpected = [c for c in found if c not in expected]
@@ -115,7 +115,7 @@ def check_header(path: Path, dataset: str) -> tuple[str, ...]:
             if part
         )
         raise HeaderDriftError(
-            f"{path.name}: header drift in the {dataset} flat-file format: expected "
+            f"{source}: header drift in the {dataset} flat-file format: expected "
             f"{','.join(expected)!r}, found {','.join(found)!r} ({detail}). "
             "Nothing was loaded; the parser must be updated for the new format."
         )
@@ -192,14 +192,22 @@ def _raw_text(table: pa.Table) -> pa.Array:
 
 
 def parse_flat_file(
-    path: Path, *, dataset: str, timeframe: str, session: dt.date, symbols: Collection[str]
+    path: Path,
+    *,
+    dataset: str,
+    timeframe: str,
+    session: dt.date,
+    symbols: Collection[str],
+    source: str | None = None,
 ) -> ParsedFile:
     """Parse and validate one day's file for the selected symbols (``["*"]`` keeps every ticker).
 
-    Raises HeaderDriftError or CorruptFlatFileError (naming the file) when the file as a whole
-    cannot be trusted; individual bad rows are returned in ``quarantined`` with their reason.
+    Raises HeaderDriftError or CorruptFlatFileError, naming ``source`` (e.g. the S3 URL; the
+    file name by default), when the file as a whole cannot be trusted; individual bad rows are
+    returned in ``quarantined`` with their reason.
     """
-    header = check_header(path, dataset)
+    source = source or path.name
+    header = check_header(path, dataset, source)
     selected = None if list(symbols) == [ALL_TICKERS] else set(symbols)
     selection = None if selected is None else pa.array(sorted(selected), pa.string())
     malformed: list[tuple[int, str]] = []
@@ -220,7 +228,7 @@ def parse_flat_file(
             text, parsed = _read_selected(path, header, selection, True, on_malformed)
             table, non_numeric = _coerce_numbers(text)
     except (OSError, EOFError, zlib.error, pa.ArrowInvalid) as exc:
-        raise CorruptFlatFileError(f"{path.name}: truncated or corrupt gzip CSV ({exc})") from exc
+        raise CorruptFlatFileError(f"{source}: truncated or corrupt gzip CSV ({exc})") from exc
 
     window_start, window_end = (int(t.timestamp()) * 1_000_000_000 for t in day_window(session))
     columns = validation.bar_columns(table, non_numeric)

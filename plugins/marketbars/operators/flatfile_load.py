@@ -140,9 +140,10 @@ class FlatFileLoadOperator(BaseOperator):
                 timeframe=self.timeframe,
                 session=version.session,
                 symbols=self.symbols,
+                source=f"s3://{self.bucket}/{version.key} (ETag {version.etag})",
             )
         except HeaderDriftError as exc:
-            raise AirflowFailException(f"s3://{self.bucket}/{version.key}: {exc}") from exc
+            raise AirflowFailException(str(exc)) from exc
         except CorruptFlatFileError:
             path.unlink(missing_ok=True)  # the retry downloads it again
             raise

@@ -1,0 +1,1 @@
+"""Benchmarks: each compares the project's path with a baseline in the same run."""

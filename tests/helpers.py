@@ -1,0 +1,65 @@
+"""Independent readings of the source and the warehouse, for exact comparisons in tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from pathlib import Path
+
+import psycopg
+
+from sandbox.market import SampleFile
+from sandbox.services import S3Server
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+Bar = tuple  # (symbol, ts, open, high, low, close, volume, trades, vwap, source)
+
+
+def publish(s3: S3Server, *files: SampleFile | None) -> None:
+    client = s3.client()
+    for sample in files:
+        assert sample is not None, "the sample market has no file for that day"
+        client.put_object(Bucket=s3.bucket, Key=sample.key, Body=sample.body)
+
+
+def expected_bars(sample: SampleFile, symbols: Iterable[str] | None = None) -> set[Bar]:
+    """The bars a correct load must produce, read from the file's text with plain Python."""
+    header = sample.header
+    bars = set()
+    for fields in sample.expected_rows(symbols):
+        row = dict(zip(header, fields, strict=True))
+        ts = EPOCH + dt.timedelta(microseconds=int(row["window_start"]) // 1000)
+        volume = float(row["volume"]) if "volume" in row else None
+        trades = int(row["transactions"]) if "transactions" in row else None
+        prices = (float(row["open"]), float(row["high"]), float(row["low"]), float(row["close"]))
+        bars.add((row["ticker"], ts, *prices, volume, trades, None, "flatfile"))
+    return bars
+
+
+def warehouse_bars(
+    conn: psycopg.Connection,
+    timeframe: str = "1m",
+    day: dt.date | None = None,
+    symbols: Iterable[str] | None = None,
+) -> set[Bar]:
+    query = (
+        "SELECT symbol, ts, open, high, low, close, volume, trades, vwap, source FROM market.historical_bars"
+        " WHERE timeframe = %s"
+        " AND (%s::date IS NULL OR (ts AT TIME ZONE 'America/New_York')::date = %s::date)"
+        " AND (%s::text[] IS NULL OR symbol = ANY(%s::text[]))"
+    )
+    symbol_list = None if symbols is None else sorted(symbols)
+    rows = conn.execute(query, (timeframe, day, day, symbol_list, symbol_list)).fetchall()
+    return {tuple(row) for row in rows}
+
+
+def quarantined_lines(conn: psycopg.Connection, key: str) -> dict[int, str]:
+    rows = conn.execute(
+        "SELECT line_number, reason FROM market.quarantine WHERE s3_key = %s", (key,)
+    ).fetchall()
+    return dict(rows)
+
+
+def write(path: Path, sample: SampleFile) -> Path:
+    path.write_bytes(sample.body)
+    return path

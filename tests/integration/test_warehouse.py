@@ -1,0 +1,236 @@
+"""The warehouse SQL against a real PostgreSQL: schema, partitions, transactional replace, ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from marketbars import warehouse
+from marketbars.parsing import ParsedFile, parse_flat_file
+from sandbox import market
+from sandbox.services import Postgres
+from tests.helpers import expected_bars, warehouse_bars, write
+
+pytestmark = pytest.mark.integration
+DAY = dt.date(2024, 3, 5)
+SELECTION = ["AAPL", "MSFT", "ZVZZT"]
+
+
+def _version(sample: market.SampleFile, etag: str) -> warehouse.FlatFileVersion:
+    return warehouse.FlatFileVersion(
+        sample.dataset, sample.timeframe, sample.session, sample.key, etag, len(sample.body)
+    )
+
+
+def _parse(tmp_path: Path, sample: market.SampleFile, symbols: list[str]) -> ParsedFile:
+    path = write(tmp_path / f"{sample.session}-{len(sample.body)}.csv.gz", sample)
+    return parse_flat_file(
+        path, dataset=sample.dataset, timeframe=sample.timeframe, session=sample.session, symbols=symbols
+    )
+
+
+def _load(conn: psycopg.Connection, tmp_path: Path, sample: market.SampleFile, symbols: list[str], etag: str):
+    warehouse.ensure_partitions(conn, sample.session, sample.session)
+    return warehouse.replace_session(conn, _version(sample, etag), symbols, _parse(tmp_path, sample, symbols))
+
+
+def _insert_rest_bar(conn: psycopg.Connection, symbol: str, ts: dt.datetime) -> None:
+    conn.execute(
+        "INSERT INTO market.historical_bars VALUES (%s, '1m', %s, 1, 1, 1, 1, 10, 1, 5, 'rest')", (symbol, ts)
+    )
+
+
+def test_migrations_create_the_contract_tables_once(conn: psycopg.Connection) -> None:
+    assert warehouse.migrate(conn) == ["0001_market_schema.sql", "0002_seed_watchlist.sql"]
+    assert warehouse.migrate(conn) == []
+    columns = conn.execute(
+        """SELECT column_name, data_type FROM information_schema.columns
+           WHERE table_schema = 'market' AND table_name = 'historical_bars' ORDER BY ordinal_position"""
+    ).fetchall()
+    assert columns == [
+        ("symbol", "text"), ("timeframe", "text"), ("ts", "timestamp with time zone"),
+        ("open", "double precision"), ("high", "double precision"), ("low", "double precision"),
+        ("close", "double precision"), ("volume", "double precision"), ("vwap", "double precision"),
+        ("trades", "bigint"), ("source", "text"),
+    ]  # fmt: skip
+    key = conn.execute(
+        """SELECT array_agg(a.attname ORDER BY k.ord) FROM pg_index i
+           CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+           WHERE i.indrelid = 'market.historical_bars'::regclass AND i.indisprimary"""
+    ).fetchone()[0]
+    assert key == ["symbol", "timeframe", "ts"]
+    assert conn.execute("SELECT partstrat FROM pg_partitioned_table").fetchone() == ("r",)
+    watchlist = conn.execute(
+        "SELECT asset_class, count(*), bool_and(active) FROM market.watchlist GROUP BY 1 ORDER BY 1"
+    )
+    assert watchlist.fetchall() == [("indices", 5, True), ("stocks", 12, True)]
+
+
+def test_an_edited_migration_is_refused(conn: psycopg.Connection, tmp_path: Path) -> None:
+    migrations = tmp_path / "migrations"
+    shutil.copytree(warehouse.MIGRATIONS_DIR, migrations)
+    warehouse.migrate(conn, migrations)
+    seed = migrations / "0002_seed_watchlist.sql"
+    seed.write_text(seed.read_text().replace("('AAPL', 'stocks'), ", ""))
+    with pytest.raises(
+        warehouse.MigrationError, match=r"0002_seed_watchlist\.sql changed after it was applied"
+    ):
+        warehouse.migrate(conn, migrations)
+
+
+def test_partitions_are_new_york_months_created_on_demand(warehouse_conn: psycopg.Connection) -> None:
+    assert warehouse.ensure_partitions(warehouse_conn, dt.date(2024, 1, 31), dt.date(2024, 3, 1)) == 3
+    assert warehouse.ensure_partitions(warehouse_conn, dt.date(2024, 2, 5), dt.date(2024, 2, 6)) == 0
+    warehouse_conn.execute("SET TIME ZONE 'UTC'")
+    bounds = dict(
+        warehouse_conn.execute(
+            """SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i
+               JOIN pg_class c ON c.oid = i.inhrelid
+               WHERE i.inhparent = 'market.historical_bars'::regclass ORDER BY 1"""
+        ).fetchall()
+    )
+    assert sorted(bounds) == ["historical_bars_2024_01", "historical_bars_2024_02", "historical_bars_2024_03"]
+    # Midnight New York: 05:00 UTC in winter; March ends at 04:00 UTC because DST began on 10 March.
+    assert (
+        bounds["historical_bars_2024_02"]
+        == "FOR VALUES FROM ('2024-02-01 05:00:00+00') TO ('2024-03-01 05:00:00+00')"
+    )
+    assert (
+        bounds["historical_bars_2024_03"]
+        == "FOR VALUES FROM ('2024-03-01 05:00:00+00') TO ('2024-04-01 04:00:00+00')"
+    )
+    # The daily bar of 1 February (00:00 New York = 05:00 UTC) lands in February's partition.
+    _insert_rest_bar(warehouse_conn, "AAPL", dt.datetime(2024, 2, 1, 5, 0, tzinfo=dt.UTC))
+    where = warehouse_conn.execute("SELECT tableoid::regclass::text FROM market.historical_bars").fetchone()
+    assert where == ("market.historical_bars_2024_02",)
+
+
+def test_a_load_holds_exactly_the_files_rows_and_quarantine(
+    warehouse_conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    sample = market.build_file("stocks", "1m", DAY)
+    counts = _load(warehouse_conn, tmp_path, sample, SELECTION, etag="v1")
+    assert warehouse_bars(warehouse_conn) == expected_bars(sample, SELECTION)
+    assert counts.rows_loaded == len(expected_bars(sample, SELECTION))
+    quarantined = warehouse_conn.execute("SELECT line_number, reason FROM market.quarantine").fetchall()
+    assert dict(quarantined) == sample.expected_quarantine(SELECTION)
+    ledger = warehouse_conn.execute(
+        "SELECT selection_key, symbols, etag, rows_loaded, rows_read FROM market.ingest_ledger"
+    ).fetchall()
+    assert ledger == [(warehouse.selection_key(SELECTION), sorted(SELECTION), "v1", counts.rows_loaded,
+                       len(sample.lines))]  # fmt: skip
+
+
+def test_a_replaced_file_replaces_rows_and_rest_bars_but_nothing_outside_the_selection(
+    warehouse_conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    old = market.build_file("stocks", "1m", DAY, pathologies=[])
+    new = market.build_file(
+        "stocks", "1m", DAY, pathologies=["conflicting_duplicate", "duplicate_row", "empty_field"]
+    )
+    _load(warehouse_conn, tmp_path, old, SELECTION, etag="v1")
+    in_session = dt.datetime(2024, 3, 5, 15, 0, tzinfo=dt.UTC)
+    warehouse_conn.execute(
+        "DELETE FROM market.historical_bars WHERE symbol = 'MSFT' AND ts = %s", (in_session,)
+    )
+    _insert_rest_bar(warehouse_conn, "MSFT", in_session)  # a REST bar the flat file now covers
+    _insert_rest_bar(warehouse_conn, "NVDA", in_session)  # a symbol outside the selection
+    _insert_rest_bar(warehouse_conn, "AAPL", in_session + dt.timedelta(days=1))  # another session
+    _insert_rest_bar(
+        warehouse_conn, "AAPL", in_session + dt.timedelta(seconds=30)
+    )  # a row the new file lacks
+    _load(warehouse_conn, tmp_path, new, SELECTION, etag="v2")
+    assert warehouse_bars(warehouse_conn, day=DAY, symbols=SELECTION) == expected_bars(new, SELECTION)
+    assert warehouse_bars(warehouse_conn, day=DAY, symbols=["NVDA"]) != set()
+    assert warehouse_bars(warehouse_conn, day=DAY + dt.timedelta(days=1)) != set()
+    etags = warehouse_conn.execute("SELECT etag FROM market.ingest_ledger").fetchall()
+    assert etags == [("v2",)]
+    assert dict(warehouse_conn.execute("SELECT line_number, reason FROM market.quarantine").fetchall()) == (
+        new.expected_quarantine(SELECTION)
+    )
+
+
+def test_all_tickers_of_one_dataset_leave_the_other_datasets_alone(
+    warehouse_conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    stocks = market.build_file("stocks", "1m", DAY)
+    indices = market.build_file("indices", "1m", DAY)
+    _load(warehouse_conn, tmp_path, indices, ["*"], etag="i1")
+    _load(warehouse_conn, tmp_path, stocks, ["*"], etag="s1")
+    _load(warehouse_conn, tmp_path, stocks, ["*"], etag="s1")
+    every_index = {i.ticker for i in market.instruments("indices")}
+    assert warehouse_bars(warehouse_conn, symbols=every_index) == expected_bars(indices)
+    every_stock = {i.ticker for i in market.instruments("stocks")}
+    assert warehouse_bars(warehouse_conn, symbols=every_stock) == expected_bars(stocks)
+
+
+def test_a_crash_mid_load_leaves_the_previous_state(
+    warehouse_conn: psycopg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = market.build_file("stocks", "1m", DAY, pathologies=[])
+    new = market.build_file("stocks", "1m", DAY, pathologies=["duplicate_row"])
+    _load(warehouse_conn, tmp_path, old, SELECTION, etag="v1")
+    before = warehouse_bars(warehouse_conn)
+
+    def crash(*args: object) -> None:
+        raise ConnectionResetError("the worker died after the bars were copied")
+
+    monkeypatch.setattr(warehouse, "_copy_quarantine", crash)
+    with pytest.raises(ConnectionResetError):
+        _load(warehouse_conn, tmp_path, new, SELECTION, etag="v2")
+    assert warehouse_bars(warehouse_conn) == before
+    assert warehouse_conn.execute("SELECT etag FROM market.ingest_ledger").fetchall() == [("v1",)]
+
+
+def test_current_load_is_verified_against_the_rows_present(
+    warehouse_conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    sample = market.build_file("stocks", "1m", DAY)
+    counts = _load(warehouse_conn, tmp_path, sample, SELECTION, etag="v1")
+    current = warehouse.current_load(warehouse_conn, _version(sample, "v1"), SELECTION)
+    assert current is not None and current.rows_loaded == counts.rows_loaded
+    assert warehouse.current_load(warehouse_conn, _version(sample, "v2"), SELECTION) is None  # new ETag
+    assert warehouse.current_load(warehouse_conn, _version(sample, "v1"), ["AAPL"]) is None  # other selection
+    warehouse_conn.execute("UPDATE market.historical_bars SET source = 'rest' WHERE symbol = 'AAPL' AND ts = "
+                           "(SELECT min(ts) FROM market.historical_bars WHERE symbol = 'AAPL')")  # fmt: skip
+    assert (
+        warehouse.current_load(warehouse_conn, _version(sample, "v1"), SELECTION) is None
+    )  # REST took a bar
+    _load(warehouse_conn, tmp_path, sample, SELECTION, etag="v1")
+    assert warehouse.current_load(warehouse_conn, _version(sample, "v1"), SELECTION) is not None
+    warehouse_conn.execute(
+        "DELETE FROM market.historical_bars WHERE ctid = (SELECT min(ctid) FROM market.historical_bars)"
+    )
+    assert (
+        warehouse.current_load(warehouse_conn, _version(sample, "v1"), SELECTION) is None
+    )  # a row went missing
+
+
+def test_concurrent_loads_of_one_file_take_turns(
+    db: Postgres, warehouse_conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    sample = market.build_file("stocks", "1m", DAY)
+    parsed = _parse(tmp_path, sample, ["*"])
+    warehouse.ensure_partitions(warehouse_conn, DAY, DAY)
+    errors: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            with db.connect() as own:
+                warehouse.replace_session(own, _version(sample, "v1"), ["*"], parsed)
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert warehouse_bars(warehouse_conn) == expected_bars(sample)

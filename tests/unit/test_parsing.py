@@ -1,0 +1,179 @@
+"""The flat-file parser on hand-written files: exact values, every quarantine reason, whole-file errors."""
+
+import datetime as dt
+import gzip
+from pathlib import Path
+
+import pytest
+
+from marketbars.parsing import CorruptFlatFileError, HeaderDriftError, parse_flat_file
+
+SESSION = dt.date(2024, 3, 5)  # EST: 09:30 New York = 14:30 UTC
+STOCKS = "ticker,volume,open,close,high,low,window_start,transactions"
+INDICES = "ticker,open,close,high,low,window_start"
+T0930 = 1709649000_000000000  # 2024-03-05 14:30:00 UTC
+MIN = 60_000_000_000
+
+
+def gz(tmp_path: Path, text: str, name: str = "2024-03-05.csv.gz") -> Path:
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text.encode()))
+    return path
+
+
+def parse(path: Path, symbols=("*",), dataset="stocks", timeframe="1m", session=SESSION):
+    return parse_flat_file(path, dataset=dataset, timeframe=timeframe, session=session, symbols=list(symbols))
+
+
+def rows(parsed) -> list[dict]:
+    return parsed.bars.to_pylist()
+
+
+def quarantine(parsed) -> dict[int, str]:
+    q = parsed.quarantined
+    return dict(zip(q["line_number"].to_pylist(), q["reason"].to_pylist(), strict=True))
+
+
+def test_values_timestamps_and_fractional_volume_are_exact(tmp_path: Path) -> None:
+    path = gz(tmp_path, f"{STOCKS}\nAAPL,9099.618093,170.5,170.62,170.7,170.41,{T0930},88\n"
+                        f"AAPL,120,170.62,170.6,170.63,170.59,{T0930 + MIN},3\n")  # fmt: skip
+    parsed = parse(path)
+    first, second = (dt.datetime(2024, 3, 5, 14, minute, tzinfo=dt.UTC) for minute in (30, 31))
+    assert rows(parsed) == [
+        {"symbol": "AAPL", "ts": first, "open": 170.5, "high": 170.7, "low": 170.41, "close": 170.62,
+         "volume": 9099.618093, "vwap": None, "trades": 88},
+        {"symbol": "AAPL", "ts": second, "open": 170.62, "high": 170.63, "low": 170.59, "close": 170.6,
+         "volume": 120.0, "vwap": None, "trades": 3},
+    ]  # fmt: skip
+    assert (parsed.rows_read, parsed.rows_selected, parsed.quarantined.num_rows) == (2, 2, 0)
+
+
+def test_selection_keeps_only_the_symbols_asked_for_including_the_ticker_na(tmp_path: Path) -> None:
+    lines = [f"{t},10,1.5,1.5,1.5,1.5,{T0930},1" for t in ("AAPL", "MSFT", "NA")]
+    parsed = parse(gz(tmp_path, STOCKS + "\n" + "\n".join(lines) + "\n"), symbols=["NA", "MSFT", "ZZZZ"])
+    assert sorted(r["symbol"] for r in rows(parsed)) == ["MSFT", "NA"]
+    assert (parsed.rows_read, parsed.rows_selected) == (3, 2)
+
+
+def test_index_files_have_no_volume_or_trades(tmp_path: Path) -> None:
+    parsed = parse(gz(tmp_path, f"{INDICES}\nI:SPX,5100.5,5101.25,5102,5099.75,{T0930}\n"), dataset="indices")
+    [bar] = rows(parsed)
+    assert (bar["symbol"], bar["open"], bar["close"], bar["high"], bar["low"]) == (
+        "I:SPX",
+        5100.5,
+        5101.25,
+        5102.0,
+        5099.75,
+    )
+    assert (bar["volume"], bar["trades"], bar["vwap"]) == (None, None, None)
+
+
+def test_every_row_rule_quarantines_with_its_reason_and_line(tmp_path: Path) -> None:
+    t = T0930
+    next_day = T0930 + 86_400 * 1_000_000_000
+    lines = [
+        f"AAA,10,2,2,2,2,{t},1",  # 2 valid
+        f"AAB,10,2,2,2,{t},1",  # 3 malformed: 7 fields
+        f"AAC,10,2,2,2,2,{t},1",  # 4 valid
+        f"AAD,,2,2,2,2,{t},1",  # 5 empty volume
+        f"AAE,10,2,2,1,3,{t},1",  # 6 high < low
+        f"AAF,10,2,4,3,1,{t},1",  # 7 close above high
+        f"AAG,10,2,2,2,0,{t},1",  # 8 low = 0
+        f"AAH,10,2,2,2,2,{next_day},1",  # 9 belongs to the next day (the 2019-08-12 case)
+        "AAI,10,2,2,2,2,0,1",  # 10 zero window_start
+        f"AAJ,10,2,2,2,2,{t + 30_000_000_000},1",  # 11 not on a minute
+        f"AAK,-5,2,2,2,2,{t},1",  # 12 negative volume
+        f"AAL,10,2,2,2,2,{t},-1",  # 13 negative transactions
+        f"AAM,,2,2,1,3,{t},1",  # 14 empty and high < low: the earlier rule wins
+        f"AAN,10,2,2,2,2,{t},1",  # 15 valid
+    ]
+    parsed = parse(gz(tmp_path, STOCKS + "\n" + "\n".join(lines) + "\n"))
+    assert quarantine(parsed) == {
+        3: "malformed_row", 5: "empty_field", 6: "high_below_low", 7: "price_outside_range",
+        8: "non_positive_price", 9: "timestamp_outside_session", 10: "timestamp_outside_session",
+        11: "misaligned_timestamp", 12: "negative_volume", 13: "negative_volume", 14: "empty_field",
+    }  # fmt: skip
+    assert sorted(r["symbol"] for r in rows(parsed)) == ["AAA", "AAC", "AAN"]
+    assert (parsed.rows_read, parsed.rows_selected) == (14, 14)
+    raw = dict(
+        zip(parsed.quarantined["line_number"].to_pylist(), parsed.quarantined["raw"].to_pylist(), strict=True)
+    )
+    assert raw[3] == f"AAB,10,2,2,2,{t},1"
+
+
+def test_text_in_numeric_fields_is_quarantined_with_the_original_text(tmp_path: Path) -> None:
+    lines = [f"AAA,10,2,2,2,2,{T0930},1", f"AAB,n/a,2,2,2,2,{T0930},1", f"AAC,10,NaN,2,2,2,{T0930},1",
+             f"AAD,10,2,2,2,2,{T0930},x1"]  # fmt: skip
+    parsed = parse(gz(tmp_path, STOCKS + "\n" + "\n".join(lines) + "\n"))
+    assert quarantine(parsed) == {3: "non_numeric", 4: "non_numeric", 5: "non_numeric"}
+    assert parsed.quarantined["raw"].to_pylist()[0] == f"AAB,n/a,2,2,2,2,{T0930},1"
+    assert [r["symbol"] for r in rows(parsed)] == ["AAA"]
+
+
+def test_duplicates_keep_one_exact_copy_and_reject_conflicting_ones(tmp_path: Path) -> None:
+    a = f"AAA,10,2,2,2,2,{T0930},1"
+    lines = [
+        a,
+        a,
+        a,
+        f"BBB,10,2,2,2,2,{T0930},1",
+        f"BBB,10,2,2.5,2.5,2,{T0930},1",
+        f"CCC,10,2,2,2,2,{T0930},1",
+    ]
+    parsed = parse(gz(tmp_path, STOCKS + "\n" + "\n".join(lines) + "\n"))
+    assert quarantine(parsed) == {3: "duplicate_row", 4: "duplicate_row", 5: "conflicting_duplicate",
+                                  6: "conflicting_duplicate"}  # fmt: skip
+    assert [r["symbol"] for r in rows(parsed)] == ["AAA", "CCC"]
+
+
+def test_duplicates_are_found_when_the_file_is_not_sorted(tmp_path: Path) -> None:
+    a = f"AAA,10,2,2,2,2,{T0930},1"
+    lines = [a, f"BBB,10,2,2,2,2,{T0930},1", f"AAA,10,2,2,2,2,{T0930 + MIN},1", a]
+    parsed = parse(gz(tmp_path, STOCKS + "\n" + "\n".join(lines) + "\n"))
+    assert quarantine(parsed) == {5: "duplicate_row"}
+    assert parsed.bars.num_rows == 3
+
+
+def test_daily_bars_must_be_stamped_at_midnight_new_york(tmp_path: Path) -> None:
+    midnight = 1709614800_000000000  # 2024-03-05 00:00 EST
+    text = f"{STOCKS}\nAAA,10,2,2,2,2,{midnight},1\nAAB,10,2,2,2,2,{T0930},1\n"
+    parsed = parse(gz(tmp_path, text), timeframe="1d")
+    assert quarantine(parsed) == {3: "misaligned_timestamp"}
+    assert rows(parsed)[0]["ts"] == dt.datetime(2024, 3, 5, 5, 0, tzinfo=dt.UTC)
+
+
+def test_header_drift_fails_naming_the_file_and_the_difference(tmp_path: Path) -> None:
+    path = gz(tmp_path, STOCKS + ",vwap\n")
+    with pytest.raises(HeaderDriftError, match=r"2024-03-05.csv.gz: header drift.*unexpected \['vwap'\]"):
+        parse(path)
+    reordered = gz(tmp_path, "ticker,open,volume,close,high,low,window_start,transactions\n", name="r.csv.gz")
+    with pytest.raises(HeaderDriftError, match="same columns in a different order"):
+        parse(reordered)
+    with pytest.raises(HeaderDriftError, match=r"missing \['volume', 'transactions'\]"):
+        parse(gz(tmp_path, INDICES + "\n", name="i.csv.gz"), dataset="stocks")
+
+
+def test_empty_truncated_and_non_gzip_files_fail_clearly(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv.gz"
+    empty.write_bytes(b"")
+    with pytest.raises(CorruptFlatFileError, match=r"empty.csv.gz: the file is empty \(0 bytes\)"):
+        parse(empty)
+    body = gzip.compress((STOCKS + "\n" + f"AAA,10,2,2,2,2,{T0930},1\n" * 50_000).encode())
+    truncated = tmp_path / "truncated.csv.gz"
+    truncated.write_bytes(body[: len(body) // 2])
+    with pytest.raises(CorruptFlatFileError, match=r"truncated\.csv\.gz: truncated or corrupt gzip"):
+        parse(truncated)
+    plain = tmp_path / "plain.csv.gz"
+    plain.write_text(STOCKS + "\n")
+    with pytest.raises(CorruptFlatFileError, match=r"plain\.csv\.gz: not a readable gzip"):
+        parse(plain)
+
+
+def test_an_empty_selection_result_is_not_an_error(tmp_path: Path) -> None:
+    parsed = parse(gz(tmp_path, f"{STOCKS}\nAAA,10,2,2,2,2,{T0930},1\n"), symbols=["MSFT"])
+    assert (parsed.bars.num_rows, parsed.quarantined.num_rows, parsed.rows_read, parsed.rows_selected) == (
+        0,
+        0,
+        1,
+        0,
+    )
