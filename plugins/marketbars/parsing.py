@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import zlib
-from collections.abc import Callable, Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +61,10 @@ class HeaderDriftError(FlatFileError):
 
 class CorruptFlatFileError(FlatFileError):
     """Empty, truncated or otherwise unreadable gzip data."""
+
+
+class NotStreamableError(FlatFileError):
+    """The file cannot be validated block by block (out of order, text in numeric fields): read it whole."""
 
 
 @dataclass(frozen=True)
@@ -122,39 +126,17 @@ def check_header(path: Path, dataset: str, source: str) -> tuple[str, ...]:
     return expected
 
 
-def _read_selected(
-    path: Path,
-    header: tuple[str, ...],
-    selection: pa.Array | None,
-    tolerant: bool,
-    on_malformed: Callable[[pcsv.InvalidRow], str],
-) -> tuple[pa.Table, int]:
-    """Stream the file, keep the selected tickers' rows plus their ordinal among parsed rows."""
-    reader = pcsv.open_csv(
-        pa.input_stream(str(path), compression="gzip"),
-        # use_threads=False: pyarrow reports physical line numbers for malformed rows only then.
-        read_options=pcsv.ReadOptions(
-            skip_rows=1, column_names=list(header), block_size=BLOCK_SIZE, use_threads=False
-        ),
-        parse_options=pcsv.ParseOptions(invalid_row_handler=on_malformed),
-        # Only an empty field is null. pyarrow's default null markers ("NA", "n/a", "NaN", "null", ...)
-        # would turn the ticker NA into a null and hide text in numeric fields.
-        convert_options=pcsv.ConvertOptions(
-            column_types=_column_types(header, tolerant), null_values=[""], strings_can_be_null=True
-        ),
-    )
-    kept: list[pa.RecordBatch] = []
-    parsed = 0
-    for batch in reader:
-        ordinal = np.arange(parsed, parsed + batch.num_rows, dtype=np.int64)
-        parsed += batch.num_rows
-        batch = batch.append_column("ordinal", pa.array(ordinal))
-        if selection is not None:
-            batch = batch.filter(pc.is_in(batch["ticker"], value_set=selection))
-        if batch.num_rows:
-            kept.append(batch)
-    schema = reader.schema.append(pa.field("ordinal", pa.int64()))
-    return pa.Table.from_batches(kept, schema=schema), parsed
+def _split_last_ticker(table: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """(rows before the last ticker's trailing run, that run). Duplicates share a ticker, so holding
+    the run back until the next block keeps every duplicate group inside one chunk."""
+    if table.num_rows == 0:
+        return table, table
+    tickers = table["ticker"]
+    last = tickers[-1]
+    same = pc.is_null(tickers) if not last.is_valid else pc.equal(tickers, last).fill_null(False)
+    different = np.flatnonzero(~same.to_numpy(zero_copy_only=False))
+    start = int(different[-1]) + 1 if len(different) else 0
+    return table.slice(0, start), table.slice(start)
 
 
 def _coerce_numbers(table: pa.Table) -> tuple[pa.Table, np.ndarray]:
@@ -191,94 +173,6 @@ def _raw_text(table: pa.Table) -> pa.Array:
     return pc.binary_join_element_wise(*texts, ",", null_handling="replace", null_replacement="")
 
 
-def parse_flat_file(
-    path: Path,
-    *,
-    dataset: str,
-    timeframe: str,
-    session: dt.date,
-    symbols: Collection[str],
-    source: str | None = None,
-) -> ParsedFile:
-    """Parse and validate one day's file for the selected symbols (``["*"]`` keeps every ticker).
-
-    Raises HeaderDriftError or CorruptFlatFileError, naming ``source`` (e.g. the S3 URL; the
-    file name by default), when the file as a whole cannot be trusted; individual bad rows are
-    returned in ``quarantined`` with their reason.
-    """
-    source = source or path.name
-    header = check_header(path, dataset, source)
-    selected = None if list(symbols) == [ALL_TICKERS] else set(symbols)
-    selection = None if selected is None else pa.array(sorted(selected), pa.string())
-    malformed: list[tuple[int, str]] = []
-
-    def on_malformed(row: pcsv.InvalidRow) -> str:
-        malformed.append((row.number or 0, row.text))
-        return "skip"
-
-    non_numeric = None
-    text: pa.Table | None = None  # the tolerant read's original text, kept for the quarantine
-    try:
-        try:
-            table, parsed = _read_selected(path, header, selection, False, on_malformed)
-        except pa.ArrowInvalid as exc:
-            if "conversion error" not in str(exc):
-                raise
-            malformed.clear()  # numeric fields hold text somewhere: re-read tolerantly
-            text, parsed = _read_selected(path, header, selection, True, on_malformed)
-            table, non_numeric = _coerce_numbers(text)
-    except (OSError, EOFError, zlib.error, pa.ArrowInvalid) as exc:
-        raise CorruptFlatFileError(f"{source}: truncated or corrupt gzip CSV ({exc})") from exc
-
-    window_start, window_end = (int(t.timestamp()) * 1_000_000_000 for t in day_window(session))
-    columns = validation.bar_columns(table, non_numeric)
-    codes = validation.reason_codes(
-        columns, timeframe=timeframe, window_start_ns=window_start, window_end_ns=window_end
-    )
-    valid = codes == 0
-    bars = _bars(table.filter(pa.array(valid)), dataset)
-
-    bad_rows = np.flatnonzero(~valid)
-    bad = table.take(pa.array(bad_rows))
-    malformed_lines = [line for line, _ in malformed]
-    quarantined = pa.table(
-        {
-            "line_number": pa.array(_line_numbers(bad["ordinal"].to_numpy(), malformed_lines)),
-            "symbol": bad["ticker"],
-            "reason": pa.array([validation.REASON_NAMES[c] for c in codes[bad_rows]], pa.string()),
-            "raw": _raw_text(bad if text is None else text.take(pa.array(bad_rows))),
-        },
-        schema=QUARANTINE_SCHEMA,
-    )
-    malformed_selected = [
-        (line, text.split(",", 1)[0], text)
-        for line, text in malformed
-        if selected is None or text.split(",", 1)[0] in selected
-    ]
-    if malformed_selected:
-        lines, tickers, texts = zip(*malformed_selected, strict=True)
-        quarantined = pa.concat_tables(
-            [
-                quarantined,
-                pa.table(
-                    {
-                        "line_number": pa.array(lines, pa.int64()),
-                        "symbol": pa.array([t or None for t in tickers], pa.string()),
-                        "reason": pa.array(["malformed_row"] * len(lines), pa.string()),
-                        "raw": pa.array(texts, pa.string()),
-                    },
-                    schema=QUARANTINE_SCHEMA,
-                ),
-            ]
-        ).sort_by("line_number")
-    return ParsedFile(
-        bars=bars,
-        quarantined=quarantined,
-        rows_read=parsed + len(malformed),
-        rows_selected=table.num_rows + len(malformed_selected),
-    )
-
-
 def _bars(valid: pa.Table, dataset: str) -> pa.Table:
     n = valid.num_rows
     no_floats = pa.nulls(n, pa.float64())
@@ -297,4 +191,220 @@ def _bars(valid: pa.Table, dataset: str) -> pa.Table:
             "trades": valid["transactions"] if traded else pa.nulls(n, pa.int64()),
         },
         schema=BAR_SCHEMA,
+    )
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Validated rows of a stretch of the file."""
+
+    bars: pa.Table  # BAR_SCHEMA
+    quarantined: pa.Table  # QUARANTINE_SCHEMA
+
+
+class FlatFileReader:
+    """One day's file, read for a symbol selection as validated chunks.
+
+    ``chunks(streaming=True)`` holds one block (~4 MB of CSV) at a time, so a load can COPY chunk
+    k while chunk k+1 is parsed, in bounded memory. It relies on the vendor's order (ticker, then
+    time) to find duplicates across blocks, and on numeric fields being numbers; a file that
+    breaks either raises NotStreamableError before its end, and ``chunks(streaming=False)`` reads
+    it whole (sorting to find duplicates, parsing text fields tolerantly) as a single chunk.
+    ``rows_read`` and ``rows_selected`` are set once a pass has been consumed.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        dataset: str,
+        timeframe: str,
+        session: dt.date,
+        symbols: Collection[str],
+        source: str | None = None,
+    ) -> None:
+        self.path = path
+        self.dataset = dataset
+        self.timeframe = timeframe
+        self.source = source or path.name
+        self.selected = None if list(symbols) == [ALL_TICKERS] else frozenset(symbols)
+        self._selection = None if self.selected is None else pa.array(sorted(self.selected), pa.string())
+        self._window = tuple(int(t.timestamp()) * 1_000_000_000 for t in day_window(session))
+        self.rows_read = 0
+        self.rows_selected = 0
+        self._malformed: list[tuple[int, str]] = []
+
+    def chunks(self, *, streaming: bool = True) -> Iterator[Chunk]:
+        header = check_header(self.path, self.dataset, self.source)
+        self.rows_read = self.rows_selected = 0
+        self._malformed = []
+        try:
+            if streaming:
+                yield from self._streamed(header)
+            else:
+                yield self._whole(header)
+        except pa.ArrowInvalid as exc:
+            if streaming and "conversion error" in str(exc):
+                raise NotStreamableError(f"{self.source}: a numeric field holds text ({exc})") from exc
+            raise CorruptFlatFileError(f"{self.source}: truncated or corrupt gzip CSV ({exc})") from exc
+        except (OSError, EOFError, zlib.error) as exc:
+            raise CorruptFlatFileError(f"{self.source}: truncated or corrupt gzip CSV ({exc})") from exc
+
+    def _on_malformed(self, row: pcsv.InvalidRow) -> str:
+        self._malformed.append((row.number or 0, row.text))
+        return "skip"
+
+    def _reader(self, header: tuple[str, ...], tolerant: bool) -> pcsv.CSVStreamingReader:
+        return pcsv.open_csv(
+            pa.input_stream(str(self.path), compression="gzip"),
+            # use_threads=False: pyarrow reports physical line numbers for malformed rows only then.
+            read_options=pcsv.ReadOptions(
+                skip_rows=1, column_names=list(header), block_size=BLOCK_SIZE, use_threads=False
+            ),
+            parse_options=pcsv.ParseOptions(invalid_row_handler=self._on_malformed),
+            # Only an empty field is null. pyarrow's default null markers ("NA", "n/a", "NaN", "null", ...)
+            # would turn the ticker NA into a null and hide text in numeric fields.
+            convert_options=pcsv.ConvertOptions(
+                column_types=_column_types(header, tolerant), null_values=[""], strings_can_be_null=True
+            ),
+        )
+
+    def _selected_batches(self, header: tuple[str, ...], tolerant: bool) -> Iterator[pa.Table]:
+        """The selected tickers' rows, block by block, with their ordinal among all parsed rows."""
+        parsed = 0
+        for batch in self._reader(header, tolerant):
+            ordinal = np.arange(parsed, parsed + batch.num_rows, dtype=np.int64)
+            parsed += batch.num_rows
+            batch = batch.append_column("ordinal", pa.array(ordinal))
+            if self._selection is not None:
+                batch = batch.filter(pc.is_in(batch["ticker"], value_set=self._selection))
+            yield pa.Table.from_batches([batch])
+        self.rows_read = parsed + len(self._malformed)
+
+    def _streamed(self, header: tuple[str, ...]) -> Iterator[Chunk]:
+        carry: pa.Table | None = None
+        last_key: tuple[str, int] | None = None
+        reported = 0
+        for table in self._selected_batches(header, tolerant=False):
+            if carry is not None and carry.num_rows:
+                table = pa.concat_tables([carry, table])
+            table, carry = _split_last_ticker(table)
+            chunk, last_key = self._validated(table, reported, last_key=last_key, check_order=True)
+            reported = len(self._malformed)
+            yield chunk
+        if carry is not None and (carry.num_rows or len(self._malformed) > reported):
+            chunk, _ = self._validated(carry, reported, last_key=last_key, check_order=True)
+            yield chunk
+
+    def _whole(self, header: tuple[str, ...]) -> Chunk:
+        def read_all(tolerant: bool) -> pa.Table:
+            batches = list(self._selected_batches(header, tolerant))
+            if batches:
+                return pa.concat_tables(batches)
+            fields = [*_column_types(header, tolerant).items(), ("ordinal", pa.int64())]
+            return pa.schema(fields).empty_table()
+
+        try:
+            table, non_numeric, text = read_all(False), None, None
+        except pa.ArrowInvalid as exc:
+            if "conversion error" not in str(exc):
+                raise
+            self._malformed = []  # numeric fields hold text somewhere: read it again as text
+            text = read_all(True)
+            table, non_numeric = _coerce_numbers(text)
+        chunk, _ = self._validated(table, 0, non_numeric=non_numeric, text=text)
+        return chunk
+
+    def _validated(
+        self,
+        table: pa.Table,
+        reported: int,
+        *,
+        last_key: tuple[str, int] | None = None,
+        check_order: bool = False,
+        non_numeric: np.ndarray | None = None,
+        text: pa.Table | None = None,
+    ) -> tuple[Chunk, tuple[str, int] | None]:
+        """Validate rows (and the malformed lines found since the last chunk) into a Chunk."""
+        start, end = self._window
+        columns = validation.bar_columns(table, non_numeric)
+        codes = validation.reason_codes(
+            columns, timeframe=self.timeframe, window_start_ns=start, window_end_ns=end
+        )
+        if check_order:
+            keys = validation.key_range(columns, codes)
+            if not validation.in_vendor_order(columns, codes) or (
+                keys and last_key is not None and keys[0] <= last_key
+            ):
+                raise NotStreamableError(f"{self.source}: rows are not in the vendor's ticker, time order")
+            last_key = keys[1] if keys else last_key
+        valid = codes == 0
+        bad_rows = np.flatnonzero(~valid)
+        bad = table.take(pa.array(bad_rows))
+        lines = _line_numbers(bad["ordinal"].to_numpy(), [line for line, _ in self._malformed])
+        parts = [
+            pa.table(
+                {
+                    "line_number": pa.array(lines, pa.int64()),
+                    "symbol": bad["ticker"],
+                    "reason": pa.array([validation.REASON_NAMES[c] for c in codes[bad_rows]], pa.string()),
+                    "raw": _raw_text(bad if text is None else text.take(pa.array(bad_rows))),
+                },
+                schema=QUARANTINE_SCHEMA,
+            )
+        ]
+        malformed = [
+            (line, text_.split(",", 1)[0], text_)
+            for line, text_ in self._malformed[reported:]
+            if self.selected is None or text_.split(",", 1)[0] in self.selected
+        ]
+        if malformed:
+            numbers, tickers, texts = zip(*malformed, strict=True)
+            parts.append(
+                pa.table(
+                    {
+                        "line_number": pa.array(numbers, pa.int64()),
+                        "symbol": pa.array([t or None for t in tickers], pa.string()),
+                        "reason": pa.array(["malformed_row"] * len(numbers), pa.string()),
+                        "raw": pa.array(texts, pa.string()),
+                    },
+                    schema=QUARANTINE_SCHEMA,
+                )
+            )
+        self.rows_selected += table.num_rows + len(malformed)
+        bars = _bars(table.filter(pa.array(valid)), self.dataset)
+        return Chunk(bars=bars, quarantined=pa.concat_tables(parts)), last_key
+
+
+def parse_flat_file(
+    path: Path,
+    *,
+    dataset: str,
+    timeframe: str,
+    session: dt.date,
+    symbols: Collection[str],
+    source: str | None = None,
+) -> ParsedFile:
+    """Parse and validate one day's file for the selected symbols (``["*"]`` keeps every ticker), in memory.
+
+    Raises HeaderDriftError or CorruptFlatFileError, naming ``source`` (e.g. the S3 URL; the
+    file name by default), when the file as a whole cannot be trusted; individual bad rows are
+    returned in ``quarantined`` with their reason.
+    """
+    reader = FlatFileReader(
+        path, dataset=dataset, timeframe=timeframe, session=session, symbols=symbols, source=source
+    )
+    try:
+        chunks = list(reader.chunks())
+    except NotStreamableError:
+        chunks = list(reader.chunks(streaming=False))
+    bars = pa.concat_tables([c.bars for c in chunks]) if chunks else BAR_SCHEMA.empty_table()
+    quarantined = (
+        pa.concat_tables([c.quarantined for c in chunks]) if chunks else QUARANTINE_SCHEMA.empty_table()
+    )
+    return ParsedFile(
+        bars=bars,
+        quarantined=quarantined.sort_by("line_number"),
+        rows_read=reader.rows_read,
+        rows_selected=reader.rows_selected,
     )

@@ -147,3 +147,35 @@ def _strictly_increasing(tickers: pa.Array | pa.ChunkedArray, ws: np.ndarray) ->
     greater = pc.greater(tickers[1:], tickers[:-1]).to_numpy(zero_copy_only=False)
     equal = pc.equal(tickers[1:], tickers[:-1]).to_numpy(zero_copy_only=False)
     return bool(np.all(greater | (equal & (ws[1:] > ws[:-1]))))
+
+
+def _keyed_rows(codes: np.ndarray) -> np.ndarray:
+    """Rows that passed the row rules (duplicates included): the ones whose keys must be ordered."""
+    return np.flatnonzero(
+        (codes == 0) | (codes == CODES["duplicate_row"]) | (codes == CODES["conflicting_duplicate"])
+    )
+
+
+def in_vendor_order(columns: BarColumns, codes: np.ndarray) -> bool:
+    """True when the keyed rows are in non-decreasing (ticker, window_start) order, as the vendor sorts."""
+    rows = _keyed_rows(codes)
+    if len(rows) < 2:
+        return True
+    tickers = columns.ticker.take(pa.array(rows)).combine_chunks()
+    ws = columns.window_start[rows]
+    greater = pc.greater(tickers[1:], tickers[:-1]).to_numpy(zero_copy_only=False)
+    equal = pc.equal(tickers[1:], tickers[:-1]).to_numpy(zero_copy_only=False)
+    return bool(np.all(greater | (equal & (ws[1:] >= ws[:-1]))))
+
+
+def key_range(columns: BarColumns, codes: np.ndarray) -> tuple[tuple[str, int], tuple[str, int]] | None:
+    """(first, last) (ticker, window_start) of the keyed rows in file order; None when there are none."""
+    rows = _keyed_rows(codes)
+    if not len(rows):
+        return None
+    first, last = int(rows[0]), int(rows[-1])
+    ticker = columns.ticker
+    return (ticker[first].as_py(), int(columns.window_start[first])), (
+        ticker[last].as_py(),
+        int(columns.window_start[last]),
+    )

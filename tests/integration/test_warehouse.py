@@ -9,9 +9,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from marketbars import warehouse
-from marketbars.parsing import ParsedFile, parse_flat_file
+from marketbars.parsing import FlatFileReader
 from sandbox import market
 from sandbox.services import Postgres
 from tests.helpers import expected_bars, warehouse_bars, write
@@ -27,16 +28,18 @@ def _version(sample: market.SampleFile, etag: str) -> warehouse.FlatFileVersion:
     )
 
 
-def _parse(tmp_path: Path, sample: market.SampleFile, symbols: list[str]) -> ParsedFile:
+def _reader(tmp_path: Path, sample: market.SampleFile, symbols: list[str]) -> FlatFileReader:
     path = write(tmp_path / f"{sample.session}-{len(sample.body)}.csv.gz", sample)
-    return parse_flat_file(
+    return FlatFileReader(
         path, dataset=sample.dataset, timeframe=sample.timeframe, session=sample.session, symbols=symbols
     )
 
 
 def _load(conn: psycopg.Connection, tmp_path: Path, sample: market.SampleFile, symbols: list[str], etag: str):
     warehouse.ensure_partitions(conn, sample.session, sample.session)
-    return warehouse.replace_session(conn, _version(sample, etag), symbols, _parse(tmp_path, sample, symbols))
+    return warehouse.replace_session(
+        conn, _version(sample, etag), symbols, _reader(tmp_path, sample, symbols)
+    )
 
 
 def _insert_rest_bar(conn: psycopg.Connection, symbol: str, ts: dt.datetime) -> None:
@@ -216,14 +219,14 @@ def test_concurrent_loads_of_one_file_take_turns(
     db: Postgres, warehouse_conn: psycopg.Connection, tmp_path: Path
 ) -> None:
     sample = market.build_file("stocks", "1m", DAY)
-    parsed = _parse(tmp_path, sample, ["*"])
+    reader = _reader(tmp_path, sample, ["*"])
     warehouse.ensure_partitions(warehouse_conn, DAY, DAY)
     errors: list[BaseException] = []
 
     def load() -> None:
         try:
             with db.connect() as own:
-                warehouse.replace_session(own, _version(sample, "v1"), ["*"], parsed)
+                warehouse.replace_session(own, _version(sample, "v1"), ["*"], reader)
         except BaseException as exc:  # collected and asserted below
             errors.append(exc)
 
@@ -234,3 +237,21 @@ def test_concurrent_loads_of_one_file_take_turns(
         thread.join()
     assert errors == []
     assert warehouse_bars(warehouse_conn) == expected_bars(sample)
+
+
+def test_the_merge_is_one_linear_pass_over_the_window(
+    warehouse_conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    """A correlated subplan here was quadratic: minutes per full-universe day instead of seconds."""
+    sample = market.build_file("stocks", "1m", DAY)
+    _load(warehouse_conn, tmp_path, sample, ["*"], etag="v1")
+    in_window, params = warehouse._session_rows(_version(sample, "v1"), ["*"])
+    with warehouse_conn.transaction():
+        warehouse_conn.execute(
+            "CREATE TEMPORARY TABLE flatfile_incoming (LIKE market.historical_bars) ON COMMIT DROP"
+        )
+        warehouse_conn.execute("INSERT INTO flatfile_incoming SELECT * FROM market.historical_bars")
+        warehouse_conn.execute("ANALYZE flatfile_incoming")
+        changes = sql.SQL(warehouse._MERGE_CHANGES.split(" AS\n", 1)[1]).format(w=in_window)
+        plan = "\n".join(row[0] for row in warehouse_conn.execute(sql.SQL("EXPLAIN ") + changes, params))
+    assert "Full Join" in plan and "SubPlan" not in plan, plan

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from marketbars.parsing import CorruptFlatFileError, HeaderDriftError, parse_flat_file
+from marketbars import parsing
+from marketbars.parsing import (
+    CorruptFlatFileError,
+    FlatFileReader,
+    HeaderDriftError,
+    NotStreamableError,
+    parse_flat_file,
+)
+from sandbox import market
 
 SESSION = dt.date(2024, 3, 5)  # EST: 09:30 New York = 14:30 UTC
 STOCKS = "ticker,volume,open,close,high,low,window_start,transactions"
@@ -177,3 +185,91 @@ def test_an_empty_selection_result_is_not_an_error(tmp_path: Path) -> None:
         1,
         0,
     )
+
+
+def _gather(reader: FlatFileReader, streaming: bool) -> tuple[list[dict], dict[int, str], int, int]:
+    chunks = list(reader.chunks(streaming=streaming))
+    bars = [row for c in chunks for row in c.bars.to_pylist()]
+    quarantined = [row for c in chunks for row in c.quarantined.to_pylist()]
+    lines = {row["line_number"]: row["reason"] for row in quarantined}
+    return bars, lines, reader.rows_read, reader.rows_selected
+
+
+@pytest.mark.parametrize("day", [dt.date(2024, 3, 5), dt.date(2024, 11, 29), dt.date(2026, 1, 2)])
+@pytest.mark.parametrize("symbols", [["*"], ["AAPL", "MSFT", "SPY", "ZVZZT", "WKHS"]])
+def test_streaming_in_tiny_blocks_gives_the_whole_file_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, day: dt.date, symbols: list[str]
+) -> None:
+    monkeypatch.setattr(parsing, "BLOCK_SIZE", 4096)  # ~70 rows a block: duplicate groups straddle blocks
+    kinds = ["duplicate_row", "conflicting_duplicate"] * 100 + [
+        "malformed_row",
+        "high_below_low",
+        "zero_timestamp",
+    ]
+    sample = market.build_file("stocks", "1m", day, pathologies=kinds)
+    path = gz(tmp_path, "")
+    path.write_bytes(sample.body)
+    reader = FlatFileReader(path, dataset="stocks", timeframe="1m", session=day, symbols=symbols)
+    streamed = _gather(reader, streaming=True)
+    whole = _gather(reader, streaming=False)
+    assert streamed == whole
+    keep = None if symbols == ["*"] else symbols
+    assert streamed[1] == sample.expected_quarantine(keep)
+    assert len(streamed[0]) == len(sample.expected_rows(keep))
+
+
+def test_streaming_refuses_files_it_cannot_validate_block_by_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parsing, "BLOCK_SIZE", 64)
+    unsorted = gz(
+        tmp_path, f"{STOCKS}\nBBB,10,2,2,2,2,{T0930},1\nAAA,10,2,2,2,2,{T0930},1\n", name="u.csv.gz"
+    )
+    text = gz(tmp_path, f"{STOCKS}\nAAA,10,2,2,2,2,{T0930},1\nBBB,n/a,2,2,2,2,{T0930},1\n", name="t.csv.gz")
+    for path, message in (
+        (unsorted, "not in the vendor's ticker, time order"),
+        (text, "a numeric field holds text"),
+    ):
+        reader = FlatFileReader(path, dataset="stocks", timeframe="1m", session=SESSION, symbols=["*"])
+        with pytest.raises(NotStreamableError, match=message):
+            list(reader.chunks())
+        [chunk] = reader.chunks(streaming=False)
+        assert chunk.bars.num_rows >= 1
+
+
+def test_duplicates_across_a_block_boundary_are_caught_while_streaming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parsing, "BLOCK_SIZE", 256)  # a handful of rows per block
+    lines = [f"T{i // 50:03d},10,2,2,2,2,{T0930 + (i % 50) * MIN},1" for i in range(400)]
+    doubled = [line for line in lines for _ in (0, 1)]  # every row twice: many pairs straddle blocks
+    reader = FlatFileReader(
+        gz(tmp_path, STOCKS + "\n" + "\n".join(doubled) + "\n"),
+        dataset="stocks", timeframe="1m", session=SESSION, symbols=["*"],
+    )  # fmt: skip
+    bars, quarantined, _, _ = _gather(reader, streaming=True)
+    assert len(bars) == 400
+    assert quarantined == {n: "duplicate_row" for n in range(3, 802, 2)}
+
+
+def test_option_files_use_the_stock_header_and_keep_the_occ_ticker(tmp_path: Path) -> None:
+    ticker = "O:SPY240315C00510000"
+    parsed = parse(gz(tmp_path, f"{STOCKS}\n{ticker},3,1.25,1.3,1.35,1.2,{T0930},2\n"), dataset="options")
+    [bar] = rows(parsed)
+    assert (bar["symbol"], bar["close"], bar["volume"], bar["trades"]) == (ticker, 1.3, 3.0, 2)
+
+
+@pytest.mark.parametrize(
+    "day",
+    [dt.date(2024, 3, 8), dt.date(2024, 3, 11), dt.date(2024, 11, 1), dt.date(2024, 11, 4)],
+    ids=["last-EST-session", "first-EDT-session", "last-EDT-session", "first-EST-session"],
+)
+def test_sessions_around_dst_changes_load_every_extended_hours_bar(tmp_path: Path, day: dt.date) -> None:
+    sample = market.build_file("stocks", "1m", day, pathologies=[])
+    path = tmp_path / "f.csv.gz"
+    path.write_bytes(sample.body)
+    parsed = parse(path, session=day)
+    assert parsed.quarantined.num_rows == 0
+    assert parsed.bars.num_rows == len(sample.lines)
+    first_bar = min(parsed.bars["ts"].to_pylist()).astimezone(market.NEW_YORK)
+    assert (first_bar.date(), first_bar.hour) == (day, 4)  # 04:00 New York, in EST or EDT alike

@@ -104,7 +104,7 @@ class FlatFileLoadOperator(BaseOperator):
 
     def _load_one(self, conn: Any, entry: Mapping[str, Any], run_id: str | None) -> dict[str, Any]:
         from marketbars import warehouse
-        from marketbars.parsing import CorruptFlatFileError, HeaderDriftError, parse_flat_file
+        from marketbars.parsing import CorruptFlatFileError, FlatFileReader, HeaderDriftError
 
         version = warehouse.FlatFileVersion(
             dataset=self.dataset,
@@ -133,23 +133,23 @@ class FlatFileLoadOperator(BaseOperator):
                 "rows_quarantined": current.rows_quarantined,
             }
         path = self._local_copy(entry)
+        reader = FlatFileReader(
+            path,
+            dataset=self.dataset,
+            timeframe=self.timeframe,
+            session=version.session,
+            symbols=self.symbols,
+            source=f"s3://{self.bucket}/{version.key} (ETag {version.etag})",
+        )
+        warehouse.ensure_partitions(conn, version.session, version.session)
         try:
-            parsed = parse_flat_file(
-                path,
-                dataset=self.dataset,
-                timeframe=self.timeframe,
-                session=version.session,
-                symbols=self.symbols,
-                source=f"s3://{self.bucket}/{version.key} (ETag {version.etag})",
-            )
+            counts = warehouse.replace_session(conn, version, self.symbols, reader, run_id)
         except HeaderDriftError as exc:
             raise AirflowFailException(str(exc)) from exc
         except CorruptFlatFileError:
             path.unlink(missing_ok=True)  # the retry downloads it again
             raise
-        warehouse.ensure_partitions(conn, version.session, version.session)
-        counts = warehouse.replace_session(conn, version, self.symbols, parsed, run_id)
-        reasons = ", ".join(f"{k}: {v}" for k, v in parsed.reason_counts.items())
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(counts.reasons.items()))
         self.log.info(
             "%s %s: loaded %s rows, quarantined %s%s, of %s lines in the file, in %.2f s",
             version.session,
