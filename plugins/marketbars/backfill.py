@@ -130,7 +130,10 @@ def summarize(
     missing = sorted({s for batch in planned for s in batch} - set(by_session))
     lines.append(f"{'total':<10}  {len(by_session):>3} days  {loaded:>10,}  {quarantined:>11,}  {read:>10,}")
     if missing:
-        lines.append(f"{len(missing)} planned session(s) without a result: {', '.join(missing)}")
+        lines.append(
+            f"{len(missing)} planned session(s) without a result (their load task failed; sessions of a "
+            f"failed batch that did load are in market.ingest_ledger): {', '.join(missing)}"
+        )
     return BackfillSummary(lines, len(by_session), loaded, quarantined, missing)
 
 

@@ -47,7 +47,8 @@ QUARANTINE_SCHEMA = pa.schema(
         ("raw", pa.string()),
     ]
 )
-_INTEGER_TEXT = r"^[+-]?\d+$"
+_INTEGER_TEXT = r"^[+-]?\d{1,19}$"
+INT64_MAX_TEXT = "9223372036854775807"  # a 19-digit integer fits a bigint when it sorts at or below this
 _DECIMAL_TEXT = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
 
 
@@ -61,6 +62,10 @@ class HeaderDriftError(FlatFileError):
 
 class CorruptFlatFileError(FlatFileError):
     """Empty, truncated or otherwise unreadable gzip data."""
+
+
+class _NumericText(Exception):
+    """The typed CSV read met text in a numeric column (internal: the tolerant read handles it)."""
 
 
 class NotStreamableError(FlatFileError):
@@ -151,6 +156,10 @@ def _coerce_numbers(table: pa.Table) -> tuple[pa.Table, np.ndarray]:
         integer = name in ("window_start", "transactions")
         stripped = pc.utf8_trim_whitespace(column)
         is_number = pc.match_substring_regex(stripped, _INTEGER_TEXT if integer else _DECIMAL_TEXT)
+        if integer:  # too large for a bigint: non_numeric, not a failed cast of the whole file
+            digits = pc.utf8_ltrim(stripped, characters="+-")
+            fits = pc.or_(pc.less(pc.utf8_length(digits), 19), pc.less_equal(digits, INT64_MAX_TEXT))
+            is_number = pc.and_(is_number, fits)
         non_numeric |= pc.invert(is_number).fill_null(False).to_numpy(zero_copy_only=False)
         columns[name] = pc.cast(
             pc.if_else(is_number, stripped, None), pa.int64() if integer else pa.float64()
@@ -238,17 +247,13 @@ class FlatFileReader:
         header = check_header(self.path, self.dataset, self.source)
         self.rows_read = self.rows_selected = 0
         self._malformed = []
-        try:
-            if streaming:
+        if streaming:
+            try:
                 yield from self._streamed(header)
-            else:
-                yield self._whole(header)
-        except pa.ArrowInvalid as exc:
-            if streaming and "conversion error" in str(exc):
+            except _NumericText as exc:
                 raise NotStreamableError(f"{self.source}: a numeric field holds text ({exc})") from exc
-            raise CorruptFlatFileError(f"{self.source}: truncated or corrupt gzip CSV ({exc})") from exc
-        except (OSError, EOFError, zlib.error) as exc:
-            raise CorruptFlatFileError(f"{self.source}: truncated or corrupt gzip CSV ({exc})") from exc
+        else:
+            yield self._whole(header)
 
     def _on_malformed(self, row: pcsv.InvalidRow) -> str:
         self._malformed.append((row.number or 0, row.text))
@@ -261,7 +266,11 @@ class FlatFileReader:
             read_options=pcsv.ReadOptions(
                 skip_rows=1, column_names=list(header), block_size=BLOCK_SIZE, use_threads=False
             ),
-            parse_options=pcsv.ParseOptions(invalid_row_handler=self._on_malformed),
+            # The vendor's CSV has no quoting and no blank lines: a stray quote must not swallow the
+            # lines after it, and a blank line is a malformed row (which also keeps line numbers right).
+            parse_options=pcsv.ParseOptions(
+                quote_char=False, ignore_empty_lines=False, invalid_row_handler=self._on_malformed
+            ),
             # Only an empty field is null. pyarrow's default null markers ("NA", "n/a", "NaN", "null", ...)
             # would turn the ticker NA into a null and hide text in numeric fields.
             convert_options=pcsv.ConvertOptions(
@@ -269,10 +278,26 @@ class FlatFileReader:
             ),
         )
 
+    def _blocks(self, header: tuple[str, ...], tolerant: bool) -> Iterator[pa.RecordBatch]:
+        """The CSV reader's blocks; its errors become CorruptFlatFileError or _NumericText, and only its."""
+        try:
+            reader = self._reader(header, tolerant)
+            while True:
+                try:
+                    yield next(reader)
+                except StopIteration:
+                    return
+        except pa.ArrowInvalid as exc:
+            if "conversion error" in str(exc):
+                raise _NumericText(str(exc)) from exc
+            raise CorruptFlatFileError(f"{self.source}: truncated or corrupt gzip CSV ({exc})") from exc
+        except (OSError, EOFError, zlib.error) as exc:
+            raise CorruptFlatFileError(f"{self.source}: truncated or corrupt gzip CSV ({exc})") from exc
+
     def _selected_batches(self, header: tuple[str, ...], tolerant: bool) -> Iterator[pa.Table]:
         """The selected tickers' rows, block by block, with their ordinal among all parsed rows."""
         parsed = 0
-        for batch in self._reader(header, tolerant):
+        for batch in self._blocks(header, tolerant):
             ordinal = np.arange(parsed, parsed + batch.num_rows, dtype=np.int64)
             parsed += batch.num_rows
             batch = batch.append_column("ordinal", pa.array(ordinal))
@@ -292,7 +317,10 @@ class FlatFileReader:
             chunk, last_key = self._validated(table, reported, last_key=last_key, check_order=True)
             reported = len(self._malformed)
             yield chunk
-        if carry is not None and (carry.num_rows or len(self._malformed) > reported):
+        if carry is None:  # no parsed row at all: the file may still have malformed lines to report
+            fields = [*_column_types(header, tolerant=False).items(), ("ordinal", pa.int64())]
+            carry = pa.schema(fields).empty_table()
+        if carry.num_rows or len(self._malformed) > reported:
             chunk, _ = self._validated(carry, reported, last_key=last_key, check_order=True)
             yield chunk
 
@@ -306,9 +334,7 @@ class FlatFileReader:
 
         try:
             table, non_numeric, text = read_all(False), None, None
-        except pa.ArrowInvalid as exc:
-            if "conversion error" not in str(exc):
-                raise
+        except _NumericText:
             self._malformed = []  # numeric fields hold text somewhere: read it again as text
             text = read_all(True)
             table, non_numeric = _coerce_numbers(text)
@@ -329,7 +355,7 @@ class FlatFileReader:
         start, end = self._window
         columns = validation.bar_columns(table, non_numeric)
         codes = validation.reason_codes(
-            columns, timeframe=self.timeframe, window_start_ns=start, window_end_ns=end
+            columns, dataset=self.dataset, timeframe=self.timeframe, window_start_ns=start, window_end_ns=end
         )
         if check_order:
             keys = validation.key_range(columns, codes)

@@ -14,22 +14,33 @@ import pyarrow.compute as pc
 
 NANOS_PER_MINUTE = 60_000_000_000
 
-# (code, reason, what it means). Code 0 is "valid"; lower codes win when a row breaks several rules.
-REASONS: tuple[tuple[int, str, str], ...] = (
-    (1, "malformed_row", "the line does not have the header's number of fields"),
-    (2, "non_numeric", "a numeric field holds text, NaN or infinity"),
-    (3, "empty_field", "a required field is empty"),
-    (4, "timestamp_outside_session", "window_start is not within the file's session date (America/New_York)"),
-    (5, "misaligned_timestamp", "window_start is not on a bar boundary of the file's timeframe"),
-    (6, "non_positive_price", "open, high, low or close is zero or negative"),
-    (7, "high_below_low", "high is below low"),
-    (8, "price_outside_range", "open or close is outside [low, high]"),
-    (9, "negative_volume", "volume or transactions is negative"),
-    (10, "duplicate_row", "an exact copy of an earlier row for the same ticker and window_start"),
-    (11, "conflicting_duplicate", "the same ticker and window_start appear with different values"),
+# (reason, what it means), in priority order: a row that breaks several rules gets the first.
+REASONS: tuple[tuple[str, str], ...] = (
+    ("malformed_row", "the line does not have the header's number of fields"),
+    ("non_numeric", "a numeric field holds text, NaN, infinity or an integer too large to store"),
+    ("empty_field", "a required field is empty"),
+    (
+        "invalid_ticker",
+        "the ticker is not of the dataset's form (I: indices, O: options) or has stray characters",
+    ),
+    ("timestamp_outside_session", "window_start is not within the file's session date (America/New_York)"),
+    ("misaligned_timestamp", "window_start is not on a bar boundary of the file's timeframe"),
+    ("non_positive_price", "open, high, low or close is zero or negative"),
+    ("high_below_low", "high is below low"),
+    ("price_outside_range", "open or close is outside [low, high]"),
+    ("negative_volume", "volume or transactions is negative"),
+    ("duplicate_row", "an exact copy of an earlier row for the same ticker and window_start"),
+    ("conflicting_duplicate", "the same ticker and window_start appear with different values"),
 )
-REASON_NAMES: dict[int, str] = {code: name for code, name, _ in REASONS}
-CODES: dict[str, int] = {name: code for code, name, _ in REASONS}
+CODES: dict[str, int] = {name: code for code, (name, _) in enumerate(REASONS, start=1)}  # 0 = valid
+REASON_NAMES: dict[int, str] = {code: name for name, code in CODES.items()}
+# Loose on purpose: which dataset a ticker belongs to, and characters no vendor ticker has. The
+# exact ticker forms are checked on user input (marketbars.flatfiles), never used to reject data.
+TICKER_FORMS = {
+    "stocks": r"^[A-Za-z0-9][A-Za-z0-9.\-_/^]{0,31}$",
+    "options": r"^O:[A-Za-z0-9.\-_]{1,40}$",
+    "indices": r"^I:[A-Za-z0-9.\-_^]{1,40}$",
+}
 
 
 @dataclass(frozen=True)
@@ -45,7 +56,8 @@ class BarColumns:
 
 
 def _float(column: pa.ChunkedArray) -> np.ndarray:
-    return pc.cast(column, pa.float64()).to_numpy()
+    # safe=False: an int64 beyond 2**53 only loses precision, which sign and range checks don't need.
+    return pc.cast(column, pa.float64(), safe=False).to_numpy()
 
 
 def bar_columns(table: pa.Table, non_numeric: np.ndarray | None = None) -> BarColumns:
@@ -69,7 +81,7 @@ def bar_columns(table: pa.Table, non_numeric: np.ndarray | None = None) -> BarCo
 
 
 def reason_codes(
-    columns: BarColumns, *, timeframe: str, window_start_ns: int, window_end_ns: int
+    columns: BarColumns, *, dataset: str, timeframe: str, window_start_ns: int, window_end_ns: int
 ) -> np.ndarray:
     """One int8 per row: 0 for a valid row, else the code of the first rule it breaks."""
     ws = columns.window_start
@@ -80,6 +92,12 @@ def reason_codes(
         rules: list[tuple[str, np.ndarray]] = [
             ("non_numeric", columns.non_numeric_any),
             ("empty_field", columns.null_any),
+            (
+                "invalid_ticker",
+                ~pc.match_substring_regex(columns.ticker, TICKER_FORMS[dataset])
+                .fill_null(True)
+                .to_numpy(zero_copy_only=False),
+            ),
             ("timestamp_outside_session", (ws < window_start_ns) | (ws >= window_end_ns)),
             ("misaligned_timestamp", misaligned),
             ("non_positive_price", (o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0)),
@@ -93,6 +111,7 @@ def reason_codes(
             ),
         ]
     codes = np.zeros(len(ws), dtype=np.int8)
+    assert [name for name, _ in rules] == [name for name, _ in REASONS[1:10]], "rules out of REASONS order"
     for name, broken in reversed(rules):  # reversed, so the earliest rule's code is written last
         codes[broken] = CODES[name]
     _mark_duplicates(columns, codes)

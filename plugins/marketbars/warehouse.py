@@ -246,7 +246,7 @@ def replace_session(
             loaded, quarantined = _copy_file(cur, sql.SQL("flatfile_incoming"), reader, version)
             cur.execute("ANALYZE flatfile_incoming")
             cur.execute(sql.SQL(_MERGE_CHANGES).format(w=in_window), window)
-            cur.execute(_MERGE_DELETE, (version.timeframe,))
+            cur.execute(_MERGE_DELETE, window[:3])
             deleted = cur.rowcount
             cur.execute(_MERGE_INSERT)
             log.info(
@@ -316,7 +316,8 @@ _MERGE_CHANGES = """
           IS DISTINCT FROM (b.open, b.high, b.low, b.close, b.volume, b.trades)"""
 _MERGE_DELETE = """
     DELETE FROM market.historical_bars b USING flatfile_changes c
-    WHERE b.symbol = c.old_symbol AND b.timeframe = %s AND b.ts = c.old_ts"""
+    WHERE b.symbol = c.old_symbol AND b.timeframe = %s AND b.ts = c.old_ts
+      AND b.ts >= %s AND b.ts < %s"""  # the window again, so only the session's partition is read
 _MERGE_INSERT = """
     INSERT INTO market.historical_bars
     SELECT i.* FROM flatfile_incoming i

@@ -12,7 +12,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from marketbars.operators.flatfile_download import FlatFileDownloadOperator, FlatFileMissingError
-from marketbars.operators.flatfile_load import FlatFileLoadOperator
+from marketbars.operators.flatfile_load import FlatFileLoadError, FlatFileLoadOperator
 from marketbars.parsing import CorruptFlatFileError
 from sandbox import market
 from sandbox.services import S3Server
@@ -196,3 +196,37 @@ def test_indices_load_without_volume(loaded_db: psycopg.Connection, s3: S3Server
     bars = warehouse_bars(loaded_db)
     assert bars == expected_bars(sample, ["I:SPX", "I:VIX"])
     assert {(b[6], b[7]) for b in bars} == {(None, None)}
+
+
+def test_one_bad_file_does_not_stop_the_rest_of_its_batch(
+    loaded_db: psycopg.Connection, s3: S3Server, download_dir: Path
+) -> None:
+    days = [dt.date(2024, 11, 26), dt.date(2024, 11, 27), DAY]
+    good_first, truncated, drifted = (market.build_file("stocks", "1m", d) for d in days)
+    publish(s3, good_first)
+    s3.client().put_object(Bucket=s3.bucket, Key=truncated.key, Body=truncated.body[:5000])
+    text = gzip.decompress(drifted.body).decode().replace("transactions", "trades", 1)
+    s3.client().put_object(Bucket=s3.bucket, Key=drifted.key, Body=gzip.compress(text.encode()))
+    files = download(s3, download_dir, [d.isoformat() for d in days])
+    with pytest.raises(FlatFileLoadError, match="2 of 3 files did not load cleanly") as error:
+        load(s3, download_dir, files, WATCHLIST)
+    assert "2024-11-27 s3://" in str(error.value) and "truncated or corrupt" in str(error.value)
+    assert "2024-11-29 s3://" in str(error.value) and "header drift" in str(error.value)
+    assert warehouse_bars(loaded_db) == expected_bars(good_first, WATCHLIST)  # the good file loaded
+    assert [d for (d,) in loaded_db.execute("SELECT session_date FROM market.ingest_ledger")] == [days[0]]
+
+
+def test_a_loaded_files_local_copy_is_removed_unless_asked_to_keep_it(
+    loaded_db: psycopg.Connection, s3: S3Server, download_dir: Path
+) -> None:
+    publish(s3, market.build_file("stocks", "1m", DAY))
+    files = download(s3, download_dir, [DAY.isoformat()])
+    load(s3, download_dir, files, WATCHLIST)
+    assert not Path(files[0]["path"]).exists()
+    files = download(s3, download_dir, [DAY.isoformat()])
+    op = FlatFileLoadOperator(
+        task_id="load", dataset="stocks", timeframe="1m", files=files, symbols=WATCHLIST, bucket=s3.bucket,
+        download_dir=str(download_dir), keep_local_copy=True,
+    )  # fmt: skip
+    assert [r["action"] for r in op.execute({})] == ["current"]
+    assert Path(files[0]["path"]).exists()

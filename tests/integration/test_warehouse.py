@@ -239,19 +239,28 @@ def test_concurrent_loads_of_one_file_take_turns(
     assert warehouse_bars(warehouse_conn) == expected_bars(sample)
 
 
-def test_the_merge_is_one_linear_pass_over_the_window(
+def test_the_merge_is_one_linear_pass_over_the_sessions_partition(
     warehouse_conn: psycopg.Connection, tmp_path: Path
 ) -> None:
-    """A correlated subplan here was quadratic: minutes per full-universe day instead of seconds."""
+    """A correlated subplan here was quadratic (minutes per full-universe day instead of seconds), and
+    a DELETE without the window read every monthly partition."""
     sample = market.build_file("stocks", "1m", DAY)
+    warehouse.ensure_partitions(warehouse_conn, dt.date(2024, 2, 1), dt.date(2024, 4, 30))  # 3 months
     _load(warehouse_conn, tmp_path, sample, ["*"], etag="v1")
     in_window, params = warehouse._session_rows(_version(sample, "v1"), ["*"])
+
+    def explain(statement: sql.Composable, args: tuple) -> str:
+        return "\n".join(row[0] for row in warehouse_conn.execute(sql.SQL("EXPLAIN ") + statement, args))
+
     with warehouse_conn.transaction():
         warehouse_conn.execute(
             "CREATE TEMPORARY TABLE flatfile_incoming (LIKE market.historical_bars) ON COMMIT DROP"
         )
         warehouse_conn.execute("INSERT INTO flatfile_incoming SELECT * FROM market.historical_bars")
         warehouse_conn.execute("ANALYZE flatfile_incoming")
-        changes = sql.SQL(warehouse._MERGE_CHANGES.split(" AS\n", 1)[1]).format(w=in_window)
-        plan = "\n".join(row[0] for row in warehouse_conn.execute(sql.SQL("EXPLAIN ") + changes, params))
-    assert "Full Join" in plan and "SubPlan" not in plan, plan
+        warehouse_conn.execute(sql.SQL(warehouse._MERGE_CHANGES).format(w=in_window), params)
+        changes = explain(sql.SQL(warehouse._MERGE_CHANGES.split(" AS\n", 1)[1]).format(w=in_window), params)
+        delete = explain(sql.SQL(warehouse._MERGE_DELETE), params[:3])
+    assert "Full Join" in changes and "SubPlan" not in changes, changes
+    for plan in (changes, delete):  # only March's partition is read, not February's or April's
+        assert "historical_bars_2024_03" in plan and "2024_02" not in plan and "2024_04" not in plan, plan

@@ -273,3 +273,52 @@ def test_sessions_around_dst_changes_load_every_extended_hours_bar(tmp_path: Pat
     assert parsed.bars.num_rows == len(sample.lines)
     first_bar = min(parsed.bars["ts"].to_pylist()).astimezone(market.NEW_YORK)
     assert (first_bar.date(), first_bar.hour) == (day, 4)  # 04:00 New York, in EST or EDT alike
+
+
+def test_a_stray_quote_does_not_swallow_the_lines_after_it(tmp_path: Path) -> None:
+    lines = [f"AAPL,10,2,2,2,2,{T0930},1", f'"MSFT,100,2,2,2,2,{T0930},1'] + [
+        f"{t},10,2,2,2,2,{T0930},1" for t in ("NVDA", "SPY", "TSLA", "ZZZ")
+    ]
+    parsed = parse(gz(tmp_path, STOCKS + "\n" + "\n".join(lines) + "\n"))
+    assert quarantine(parsed) == {3: "invalid_ticker"}
+    assert sorted(r["symbol"] for r in rows(parsed)) == ["AAPL", "NVDA", "SPY", "TSLA", "ZZZ"]
+    assert parsed.rows_read == 6
+    selected = parse(
+        gz(tmp_path, STOCKS + "\n" + "\n".join(lines) + "\n", "s.csv.gz"), symbols=["NVDA", "SPY"]
+    )
+    assert sorted(r["symbol"] for r in rows(selected)) == ["NVDA", "SPY"]
+
+
+def test_a_file_of_only_malformed_lines_quarantines_every_line(tmp_path: Path) -> None:
+    lines = [f"AAA,10,2,2,2,2,{T0930},1,extra", f"BBB,10,2,2,2,2,{T0930},1,extra"]
+    parsed = parse(gz(tmp_path, STOCKS + "\n" + "\n".join(lines) + "\n"))
+    assert quarantine(parsed) == {2: "malformed_row", 3: "malformed_row"}
+    assert (parsed.bars.num_rows, parsed.rows_read, parsed.rows_selected) == (0, 2, 2)
+
+
+def test_blank_lines_are_quarantined_and_keep_line_numbers_right(tmp_path: Path) -> None:
+    text = f"{STOCKS}\nAAA,10,2,2,2,2,{T0930},1\n\n\nAAB,10,2,2,1,3,{T0930},1\nAAC,10,2,2,2,2,{T0930},1\n"
+    parsed = parse(gz(tmp_path, text))
+    assert quarantine(parsed) == {3: "empty_field", 4: "empty_field", 5: "high_below_low"}
+    assert [r["symbol"] for r in rows(parsed)] == ["AAA", "AAC"]
+
+
+def test_an_integer_too_large_for_a_bigint_is_non_numeric_not_a_corrupt_file(tmp_path: Path) -> None:
+    lines = [
+        f"AAA,10,2,2,2,2,{T0930},1",
+        f"AAB,10,2,2,2,2,{T0930},99999999999999999999",
+        "AAC,10,2,2,2,2,9223372036854775808,1",
+        f"AAD,10,2,2,2,2,{T0930},9223372036854775807",
+    ]
+    parsed = parse(gz(tmp_path, STOCKS + "\n" + "\n".join(lines) + "\n"))
+    assert quarantine(parsed) == {3: "non_numeric", 4: "non_numeric"}
+    assert [(r["symbol"], r["trades"]) for r in rows(parsed)] == [("AAA", 1), ("AAD", 9223372036854775807)]
+
+
+def test_tickers_outside_the_dataset_are_quarantined(tmp_path: Path) -> None:
+    text = f"{INDICES}\nI:SPX,2,2,2,2,{T0930}\nSPXW,2,2,2,2,{T0930}\nO:SPY240315C00510000,2,2,2,2,{T0930}\n"
+    parsed = parse(gz(tmp_path, text), dataset="indices")
+    assert quarantine(parsed) == {3: "invalid_ticker", 4: "invalid_ticker"}
+    stocks = f"{STOCKS}\nBRK.B,1,2,2,2,2,{T0930},1\nI:SPX,1,2,2,2,2,{T0930},1\nBF.b,1,2,2,2,2,{T0930},1\n"
+    parsed = parse(gz(tmp_path, stocks, "s.csv.gz"))
+    assert quarantine(parsed) == {3: "invalid_ticker"}

@@ -13,6 +13,10 @@ from airflow.sdk.exceptions import AirflowFailException
 from marketbars.operators import DEFAULT_DOWNLOAD_DIR
 
 
+class FlatFileLoadError(RuntimeError):
+    """Some files of a batch failed to load (the others are loaded); the task retries."""
+
+
 class FlatFileLoadOperator(BaseOperator):
     """Load the files described by FlatFileDownloadOperator's output into ``market.historical_bars``.
 
@@ -27,7 +31,11 @@ class FlatFileLoadOperator(BaseOperator):
     * a header that drifted from the vendor's format fails the task at once (no retries); a
       truncated or corrupt download is deleted so the retry fetches it again;
     * more than ``max_quarantine_fraction`` of a file's selected rows rejected: the load is kept
-      but the task fails after the batch, so somebody looks at the file.
+      but the task fails after the batch, so somebody looks at the file;
+    * one file failing does not stop the batch's others; the task then fails naming each failed
+      session (without retries when every failure is a data problem);
+    * a loaded file's local copy is deleted (unless ``keep_local_copy``), so a long backfill does
+      not fill the disk; a retry or another worker fetches it again.
 
     Returns (XCom) per session: session, action, rows_read, rows_loaded, rows_quarantined, etag.
 
@@ -40,6 +48,7 @@ class FlatFileLoadOperator(BaseOperator):
     :param postgres_conn_id: the warehouse connection (``market_db``).
     :param aws_conn_id: the S3 connection (``massive_s3``).
     :param max_quarantine_fraction: the share of rejected rows above which the task fails.
+    :param keep_local_copy: keep downloaded files after they are loaded.
     """
 
     template_fields: Sequence[str] = ("dataset", "timeframe", "files", "symbols", "bucket", "download_dir")
@@ -57,6 +66,7 @@ class FlatFileLoadOperator(BaseOperator):
         postgres_conn_id: str = "market_db",
         aws_conn_id: str = "massive_s3",
         max_quarantine_fraction: float = 0.1,
+        keep_local_copy: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -69,6 +79,7 @@ class FlatFileLoadOperator(BaseOperator):
         self.postgres_conn_id = postgres_conn_id
         self.aws_conn_id = aws_conn_id
         self.max_quarantine_fraction = max_quarantine_fraction
+        self.keep_local_copy = keep_local_copy
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from marketbars import warehouse
@@ -77,30 +88,47 @@ class FlatFileLoadOperator(BaseOperator):
         if not self.symbols:
             raise AirflowFailException('no symbols selected: pass tickers, or ["*"] for every ticker')
         run_id = context.get("run_id")
-        results = []
+        results: list[dict[str, Any]] = []
+        failures: list[tuple[Mapping[str, Any], Exception]] = []
         with WarehouseHook(self.postgres_conn_id).connect() as conn:
             warehouse.migrate(conn)
             for entry in self.files:
                 if entry["status"] == "non_session":
                     results.append({"session": entry["session"], "action": "skipped"})
                     continue
-                results.append(self._load_one(conn, entry, run_id))
-        too_bad = [
-            r
-            for r in results
-            if r.get("rows_quarantined", 0)
-            > self.max_quarantine_fraction * (r.get("rows_loaded", 0) + r.get("rows_quarantined", 0))
-        ]
-        if too_bad:
-            raise AirflowFailException(
-                "too many rejected rows (more than "
-                f"{self.max_quarantine_fraction:.0%} of the selection): "
-                + "; ".join(
-                    f"{r['session']} {r['key']}: {r['rows_quarantined']:,} quarantined" for r in too_bad
-                )
-                + ". The valid rows are loaded; see market.quarantine for the reasons."
-            )
+                try:  # one file's failure must not keep the batch's other files from loading
+                    result = self._load_one(conn, entry, run_id)
+                except Exception as exc:
+                    self.log.exception(
+                        "%s s3://%s/%s: load failed", entry["session"], self.bucket, entry["key"]
+                    )
+                    failures.append((entry, exc))
+                    continue
+                results.append(result)
+                if not self.keep_local_copy:
+                    Path(entry["path"]).unlink(missing_ok=True)  # loaded: bound the disk a long backfill uses
+                if self._too_many_rejected(result):
+                    failures.append((entry, AirflowFailException(self._rejected_message(result))))
+        if len(failures) == 1:
+            raise failures[0][1]
+        if failures:
+            detail = "; ".join(f"{e['session']} s3://{self.bucket}/{e['key']}: {exc}" for e, exc in failures)
+            message = f"{len(failures)} of {len(self.files)} files did not load cleanly: {detail}"
+            if all(isinstance(exc, AirflowFailException) for _, exc in failures):
+                raise AirflowFailException(message)  # retrying cannot fix data problems
+            raise FlatFileLoadError(message)  # a retry loads what failed; what loaded is skipped
         return results
+
+    def _too_many_rejected(self, result: Mapping[str, Any]) -> bool:
+        rejected = result.get("rows_quarantined", 0)
+        return rejected > self.max_quarantine_fraction * (result.get("rows_loaded", 0) + rejected)
+
+    def _rejected_message(self, result: Mapping[str, Any]) -> str:
+        return (
+            f"too many rejected rows (more than {self.max_quarantine_fraction:.0%} of the selection): "
+            f"{result['session']} {result['key']}: {result['rows_quarantined']:,} quarantined. "
+            "The valid rows are loaded; see market.quarantine for the reasons."
+        )
 
     def _load_one(self, conn: Any, entry: Mapping[str, Any], run_id: str | None) -> dict[str, Any]:
         from marketbars import warehouse
