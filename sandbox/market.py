@@ -408,3 +408,39 @@ def full_universe_minute_file(
     raw.write((",".join(HEADERS["stocks"]) + "\n").encode())  # pyarrow would quote the header
     pcsv.write_csv(table, raw, pcsv.WriteOptions(include_header=False, quoting_style="none"))
     return gzip.compress(raw.getvalue(), compresslevel=6, mtime=0), n
+
+
+def instrument(ticker: str) -> Instrument:
+    """The sample market's instrument, or a deterministic synthetic one for any other ticker."""
+    for known in universe():
+        if known.ticker == ticker:
+            return known
+    dataset = "indices" if ticker.startswith("I:") else "options" if ticker.startswith("O:") else "stocks"
+    rng = _rng(ticker, "synthetic")
+    return Instrument(ticker, dataset, float(rng.uniform(5, 500)), float(rng.uniform(0.6, 1.0)))
+
+
+def rest_results(ticker: str, timeframe: str, day: dt.date) -> tuple[list[dict], int]:
+    """A session's bars as the REST API returns them, and the base (minute) aggregates they cover.
+
+    The same numbers as the flat files (o, h, l, c, v, n, t), plus the vwap ``vw`` that only REST
+    carries; index bars carry only o, h, l, c, t.
+    """
+    if not trading_calendar.is_session(day):
+        return [], 0
+    member = instrument(ticker)
+    minute = _minute_rows(member, day)
+    if not minute:
+        return [], 0
+    rows = minute if timeframe == "1m" else [_daily_row(member.dataset, minute, day)]
+    header = HEADERS[member.dataset]
+    results = []
+    for row in rows:
+        f = dict(zip(header, row.fields, strict=True))
+        bar = {"o": float(f["open"]), "h": float(f["high"]), "l": float(f["low"]), "c": float(f["close"])}
+        bar["t"] = int(f["window_start"]) // 1_000_000
+        if member.dataset != "indices":
+            bar |= {"v": float(f["volume"]), "n": int(f["transactions"])}
+            bar["vw"] = round((bar["h"] + bar["l"] + bar["c"]) / 3, 4)  # a typical price, inside [low, high]
+        results.append(bar)
+    return results, len(minute)

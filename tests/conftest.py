@@ -6,6 +6,7 @@ MARKETBARS_PG_URL; every test that needs one gets its own fresh database.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from sandbox.rest_server import RestServer, rest_server
 from sandbox.services import Postgres, S3Server, airflow_env, connection_env, s3_server, start_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,3 +95,11 @@ def airflow_metadata_db() -> None:
         [sys.executable, "-m", "airflow", "db", "migrate"], env=os.environ, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.fixture
+def rest_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[RestServer]:
+    """The loopback aggregates server (faults off; a test sets them), as connection massive_api."""
+    with rest_server(api_key=f"key-{uuid.uuid4().hex}") as server:
+        monkeypatch.setenv("AIRFLOW_CONN_MASSIVE_API", json.dumps(server.airflow_connection()))
+        yield server

@@ -43,16 +43,19 @@ BEGIN
     WHILE month_start <= last_month LOOP
         partition := format('historical_bars_%s', to_char(month_start, 'YYYY_MM'));
         IF to_regclass(format('market.%I', partition)) IS NULL THEN
-            -- Serialise creators; re-check under the lock (another task may have just made it).
+            -- Serialise creators. The catalog cache may not show a partition another worker has just
+            -- committed (an advisory lock does not refresh it), so "already exists" means done.
             PERFORM pg_advisory_xact_lock(hashtext('market.historical_bars partitions'));
-            IF to_regclass(format('market.%I', partition)) IS NULL THEN
+            BEGIN
                 EXECUTE format(
                     'CREATE TABLE market.%I PARTITION OF market.historical_bars FOR VALUES FROM (%L) TO (%L)',
                     partition,
                     month_start AT TIME ZONE 'America/New_York',
                     (month_start + interval '1 month') AT TIME ZONE 'America/New_York');
                 created := created + 1;
-            END IF;
+            EXCEPTION WHEN duplicate_table THEN
+                NULL;
+            END;
         END IF;
         month_start := month_start + interval '1 month';
     END LOOP;

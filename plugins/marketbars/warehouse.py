@@ -18,11 +18,13 @@ from pathlib import Path
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 from pgpq import ArrowToPostgresBinaryEncoder
 from psycopg import sql
 
 from marketbars.flatfiles import ALL_TICKERS
 from marketbars.parsing import BAR_SCHEMA, QUARANTINE_SCHEMA, Chunk, FlatFileReader, NotStreamableError
+from marketbars.rest import RestBars
 from marketbars.trading_calendar import day_window
 
 log = logging.getLogger(__name__)
@@ -144,6 +146,39 @@ def active_watchlist(conn: psycopg.Connection, asset_class: str) -> list[str]:
     return [symbol for (symbol,) in rows]
 
 
+def active_watchlist_by_symbol(conn: psycopg.Connection) -> dict[str, str]:
+    """Every active watchlist symbol -> its asset class (the flat-file dataset)."""
+    return dict(conn.execute("SELECT symbol, asset_class FROM market.watchlist WHERE active ORDER BY symbol"))
+
+
+def symbols_without_bars(
+    conn: psycopg.Connection, symbols: Sequence[str], timeframe: str = "1m"
+) -> list[str]:
+    """The symbols that have no bar at all yet (new to the watchlist): one primary-key probe each."""
+    rows = conn.execute(
+        """SELECT s FROM unnest(%s::text[]) AS s WHERE NOT EXISTS (
+               SELECT 1 FROM market.historical_bars b WHERE b.symbol = s AND b.timeframe = %s)""",
+        (list(symbols), timeframe),
+    )
+    return sorted(symbol for (symbol,) in rows)
+
+
+def bars_by_symbol(
+    conn: psycopg.Connection, symbols: Sequence[str], first: dt.date, last: dt.date
+) -> list[tuple[str, str, str, int, int]]:
+    """(symbol, timeframe, source, sessions, bars) for the symbols' 1m and 1d bars in first..last."""
+    start, _ = day_window(first)
+    _, end = day_window(last)
+    return conn.execute(
+        """SELECT symbol, timeframe, source,
+                  count(DISTINCT (ts AT TIME ZONE 'America/New_York')::date), count(*)
+           FROM market.historical_bars
+           WHERE symbol = ANY(%s) AND timeframe IN ('1m', '1d') AND ts >= %s AND ts < %s
+           GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
+        (list(symbols), start, end),
+    ).fetchall()
+
+
 def selection_key(symbols: Sequence[str]) -> str:
     """A short stable name for a symbol selection: '*' or a digest of the sorted symbols."""
     if list(symbols) == [ALL_TICKERS]:
@@ -227,12 +262,9 @@ def replace_session(
     scope, scope_params = _scope(version.dataset, symbols)
     in_window, window = _session_rows(version, symbols)
     with conn.transaction(), conn.cursor() as cur:
-        # Two loads of the same file (overlapping runs, a cleared task) take turns instead of
-        # colliding on the primary key.
-        cur.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            (f"flatfile:{version.dataset}:{version.timeframe}:{version.session}",),
-        )
+        # Two writers of the same session (overlapping runs, a cleared task, a REST fill) take turns
+        # instead of colliding on the primary key.
+        _lock_session(cur, version.dataset, version.timeframe, version.session)
         (occupied,) = cur.execute(
             sql.SQL("SELECT EXISTS (SELECT 1 FROM market.historical_bars WHERE {w})").format(w=in_window),
             window,
@@ -407,3 +439,127 @@ def _copy_batches(
         for batch in batches:
             copy.write(encoder.write_batch(batch))
         copy.write(encoder.finish())
+
+
+def _lock_session(cur: psycopg.Cursor, dataset: str, timeframe: str, session: dt.date) -> None:
+    """Serialise every writer of one (dataset, timeframe, session): flat-file loads and REST fills."""
+    cur.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"bars:{dataset}:{timeframe}:{session}",)
+    )
+
+
+@dataclass(frozen=True)
+class RestFill:
+    """One symbol's REST answer for some sessions of one timeframe."""
+
+    symbol: str
+    dataset: str
+    timeframe: str
+    sessions: tuple[dt.date, ...]
+    requests: int
+    request_ids: tuple[str, ...]
+
+
+def replace_rest_sessions(
+    conn: psycopg.Connection, fill: RestFill, parsed: RestBars, run_id: str | None = None
+) -> dict[dt.date, str]:
+    """Write a symbol's REST bars for its sessions in one transaction; return each session's status.
+
+    Flat files are the canonical history: a session a flat file already holds for the symbol is left
+    alone ('flatfile'). Otherwise the session's earlier non-flat-file bars are replaced by the REST
+    bars ('loaded'), or it is recorded as a gap when the API had none ('empty').
+    """
+    sessions = sorted(fill.sessions)
+    statuses: dict[dt.date, str] = {}
+    with conn.transaction(), conn.cursor() as cur:
+        for session in sessions:  # in date order, as every writer does: no lock-order deadlock
+            _lock_session(cur, fill.dataset, fill.timeframe, session)
+        first, _ = day_window(sessions[0])
+        _, last = day_window(sessions[-1])
+        covered = {
+            day
+            for (day,) in cur.execute(
+                """SELECT DISTINCT (ts AT TIME ZONE 'America/New_York')::date FROM market.historical_bars
+                   WHERE symbol = %s AND timeframe = %s AND ts >= %s AND ts < %s AND source = 'flatfile'""",
+                (fill.symbol, fill.timeframe, first, last),
+            ).fetchall()
+        }
+        writable = [s for s in sessions if s not in covered]
+        for session in writable:
+            start, end = day_window(session)
+            cur.execute(
+                """DELETE FROM market.historical_bars
+                   WHERE symbol = %s AND timeframe = %s AND ts >= %s AND ts < %s AND source <> 'flatfile'""",
+                (fill.symbol, fill.timeframe, start, end),
+            )
+        bars = _in_sessions(parsed.bars, "ts", writable)
+        _copy_batches(
+            cur, sql.SQL("market.historical_bars"), COPY_SCHEMA, _with_constants(bars, fill.timeframe, "rest")
+        )
+        cur.execute(
+            """DELETE FROM market.quarantine WHERE source = 'rest' AND symbol = %s AND timeframe = %s
+               AND session_date = ANY(%s)""",
+            (fill.symbol, fill.timeframe, writable),
+        )
+        rejected = parsed.quarantined.filter(
+            pc.is_in(parsed.quarantined["session_date"], pa.array(writable, pa.date32()))
+        )
+        _copy_rest_quarantine(cur, fill, rejected)
+        for session in sessions:
+            loaded = parsed.loaded_by_session.get(session, 0)
+            status = "flatfile" if session in covered else "loaded" if loaded else "empty"
+            statuses[session] = status
+            cur.execute(
+                """INSERT INTO market.rest_ledger (symbol, timeframe, session_date, status, rows_loaded,
+                       rows_quarantined, requests, request_ids, run_id, fetched_at)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+                   ON CONFLICT (symbol, timeframe, session_date) DO UPDATE SET
+                       status = EXCLUDED.status, rows_loaded = EXCLUDED.rows_loaded,
+                       rows_quarantined = EXCLUDED.rows_quarantined, requests = EXCLUDED.requests,
+                       request_ids = EXCLUDED.request_ids, run_id = EXCLUDED.run_id, fetched_at = now()""",
+                (
+                    fill.symbol,
+                    fill.timeframe,
+                    session,
+                    status,
+                    0 if status == "flatfile" else loaded,
+                    0 if status == "flatfile" else parsed.quarantined_by_session.get(session, 0),
+                    fill.requests,
+                    list(fill.request_ids),
+                    run_id,
+                ),
+            )
+    return statuses
+
+
+def _in_sessions(table: pa.Table, column: str, sessions: Sequence[dt.date]) -> pa.Table:
+    """The rows whose timestamp falls in one of the sessions' New York days."""
+    keep = pa.array([False] * table.num_rows, pa.bool_())
+    for session in sessions:
+        start, end = day_window(session)
+        inside = pc.and_(
+            pc.greater_equal(table[column], pa.scalar(start)), pc.less(table[column], pa.scalar(end))
+        )
+        keep = pc.or_(keep, inside)
+    return table.filter(keep)
+
+
+def _copy_rest_quarantine(cur: psycopg.Cursor, fill: RestFill, rows: pa.Table) -> None:
+    if not rows.num_rows:
+        return
+    n = rows.num_rows
+    table = pa.table(
+        {
+            "dataset": pa.repeat(pa.scalar(fill.dataset), n),
+            "timeframe": pa.repeat(pa.scalar(fill.timeframe), n),
+            "session_date": rows["session_date"],
+            "symbol": rows["symbol"],
+            "reason": rows["reason"],
+            "raw": rows["raw"],
+            "source": pa.repeat(pa.scalar("rest"), n),
+            "request_id": pa.repeat(pa.scalar(",".join(fill.request_ids)), n),
+        }
+    )
+    _copy_batches(
+        cur, sql.SQL("market.quarantine"), table.schema, table.to_batches(max_chunksize=COPY_CHUNK_ROWS)
+    )

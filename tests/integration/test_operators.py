@@ -88,7 +88,8 @@ def test_load_matches_the_source_row_for_row_and_a_rerun_changes_nothing(
     assert warehouse_bars(loaded_db) == expected
     assert quarantined_lines(loaded_db, sample.key) == sample.expected_quarantine(WATCHLIST)
     assert result == {
-        "session": "2024-11-29", "key": sample.key, "etag": files[0]["etag"], "action": "loaded",
+        "session": "2024-11-29", "dataset": "stocks", "timeframe": "1m", "key": sample.key,
+        "etag": files[0]["etag"], "action": "loaded",
         "rows_read": len(sample.lines), "rows_loaded": len(expected),
         "rows_quarantined": len(sample.expected_quarantine(WATCHLIST)),
     }  # fmt: skip

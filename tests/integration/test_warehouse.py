@@ -49,7 +49,7 @@ def _insert_rest_bar(conn: psycopg.Connection, symbol: str, ts: dt.datetime) -> 
 
 
 def test_migrations_create_the_contract_tables_once(conn: psycopg.Connection) -> None:
-    assert warehouse.migrate(conn) == ["0001_market_schema.sql", "0002_seed_watchlist.sql"]
+    assert warehouse.migrate(conn) == ["0001_market_schema.sql", "0002_seed_watchlist.sql", "0003_rest.sql"]
     assert warehouse.migrate(conn) == []
     columns = conn.execute(
         """SELECT column_name, data_type FROM information_schema.columns
@@ -264,3 +264,29 @@ def test_the_merge_is_one_linear_pass_over_the_sessions_partition(
     assert "Full Join" in changes and "SubPlan" not in changes, changes
     for plan in (changes, delete):  # only March's partition is read, not February's or April's
         assert "historical_bars_2024_03" in plan and "2024_02" not in plan and "2024_04" not in plan, plan
+
+
+def test_workers_creating_the_same_partition_at_once_all_succeed(
+    db: Postgres, warehouse_conn: psycopg.Connection
+) -> None:
+    start = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            with db.connect() as own:
+                start.wait()
+                warehouse.ensure_partitions(own, dt.date(2025, 6, 2), dt.date(2025, 8, 29))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    names = warehouse_conn.execute(
+        "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'historical_bars_2025%' ORDER BY 1"
+    ).fetchall()
+    assert names == [("historical_bars_2025_06",), ("historical_bars_2025_07",), ("historical_bars_2025_08",)]

@@ -92,6 +92,10 @@ class MassiveFlatFilesHook(BaseHook):
             last_modified=head.get("LastModified"),
         )
 
+    def keys(self, prefix: str) -> list[str]:
+        """The keys under a prefix (e.g. one month of one dataset): one LIST instead of a HEAD per day."""
+        return self.s3.list_keys(bucket_name=self.bucket, prefix=prefix) or []
+
     def fetch(self, remote: RemoteFile, download_dir: Path) -> tuple[Path, bool]:
         """A verified local copy of exactly this version; True when an existing copy was reused.
 

@@ -37,7 +37,8 @@ class FlatFileLoadOperator(BaseOperator):
     * a loaded file's local copy is deleted (unless ``keep_local_copy``), so a long backfill does
       not fill the disk; a retry or another worker fetches it again.
 
-    Returns (XCom) per session: session, action, rows_read, rows_loaded, rows_quarantined, etag.
+    Returns (XCom) per session: session, dataset, timeframe, action, rows_read, rows_loaded,
+    rows_quarantined, key, etag.
 
     :param dataset: ``stocks``, ``indices`` or ``options``.
     :param timeframe: ``1m`` or ``1d``.
@@ -94,7 +95,7 @@ class FlatFileLoadOperator(BaseOperator):
             warehouse.migrate(conn)
             for entry in self.files:
                 if entry["status"] == "non_session":
-                    results.append({"session": entry["session"], "action": "skipped"})
+                    results.append({"session": entry["session"], "action": "skipped", **self._what})
                     continue
                 try:  # one file's failure must not keep the batch's other files from loading
                     result = self._load_one(conn, entry, run_id)
@@ -118,6 +119,10 @@ class FlatFileLoadOperator(BaseOperator):
                 raise AirflowFailException(message)  # retrying cannot fix data problems
             raise FlatFileLoadError(message)  # a retry loads what failed; what loaded is skipped
         return results
+
+    @property
+    def _what(self) -> dict[str, str]:
+        return {"dataset": self.dataset, "timeframe": self.timeframe}
 
     def _too_many_rejected(self, result: Mapping[str, Any]) -> bool:
         rejected = result.get("rows_quarantined", 0)
@@ -145,7 +150,7 @@ class FlatFileLoadOperator(BaseOperator):
             if entry.get("last_modified")
             else None,
         )
-        result = {"session": entry["session"], "key": version.key, "etag": version.etag}
+        result = {"session": entry["session"], "key": version.key, "etag": version.etag, **self._what}
         current = warehouse.current_load(conn, version, self.symbols)
         if current is not None:
             self.log.info(

@@ -1,0 +1,57 @@
+-- 0003: the REST side: a per-session ledger, quarantine rows from REST, and a rate limiter shared by
+-- every worker through this database.
+
+-- One row per (symbol, timeframe, session) the REST API was asked for. status: 'loaded' (bars
+-- written), 'empty' (no bars for a trading session: a gap, not complete), 'flatfile' (a flat file
+-- already holds the session; flat files are canonical, so nothing was written).
+CREATE TABLE market.rest_ledger (
+    symbol           text        NOT NULL,
+    timeframe        text        NOT NULL,
+    session_date     date        NOT NULL,
+    status           text        NOT NULL CHECK (status IN ('loaded', 'empty', 'flatfile')),
+    rows_loaded      bigint      NOT NULL,
+    rows_quarantined bigint      NOT NULL,
+    requests         integer     NOT NULL,  -- HTTP requests for the symbol's range, retries included
+    request_ids      text[],
+    run_id           text,
+    fetched_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (symbol, timeframe, session_date)
+);
+
+-- Quarantined rows can come from REST too: they have no S3 key or line, but a request id.
+ALTER TABLE market.quarantine
+    ALTER COLUMN s3_key DROP NOT NULL,
+    ALTER COLUMN etag DROP NOT NULL,
+    ADD COLUMN source text NOT NULL DEFAULT 'flatfile' CHECK (source IN ('flatfile', 'rest')),
+    ADD COLUMN request_id text;
+
+-- Rate limiting for an API, shared by every worker: each request reserves the next free slot,
+-- slots are p_interval apart, and the caller sleeps until its slot (the returned seconds). The row
+-- lock of the UPDATE hands out slots one at a time; the database clock is the only clock.
+CREATE TABLE market.api_rate_state (
+    api       text        PRIMARY KEY,
+    next_slot timestamptz NOT NULL
+);
+
+CREATE FUNCTION market.reserve_api_slot(p_api text, p_interval interval) RETURNS double precision
+LANGUAGE plpgsql AS $$
+DECLARE
+    slot timestamptz;
+BEGIN
+    INSERT INTO market.api_rate_state (api, next_slot) VALUES (p_api, clock_timestamp())
+    ON CONFLICT (api) DO NOTHING;
+    UPDATE market.api_rate_state SET next_slot = greatest(next_slot, clock_timestamp()) + p_interval
+    WHERE api = p_api
+    RETURNING next_slot - p_interval INTO slot;
+    RETURN greatest(0, extract(epoch FROM slot - clock_timestamp()));
+END
+$$;
+
+-- The server asked us to wait (HTTP 429 Retry-After): no worker sends before then.
+CREATE FUNCTION market.pause_api(p_api text, p_seconds double precision) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO market.api_rate_state (api, next_slot)
+    VALUES (p_api, clock_timestamp() + make_interval(secs => p_seconds))
+    ON CONFLICT (api) DO UPDATE
+    SET next_slot = greatest(market.api_rate_state.next_slot, EXCLUDED.next_slot);
+$$;

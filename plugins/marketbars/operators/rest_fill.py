@@ -1,0 +1,128 @@
+"""Fill one symbol's sessions from Massive's REST aggregates."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
+
+
+class RestFillOperator(BaseOperator):
+    """Load one symbol's bars for some sessions from the REST API into ``market.historical_bars``.
+
+    Guarantees:
+
+    * one aggregates query per timeframe over the sessions' range (``adjusted=false``,
+      ``sort=asc``, ``limit=50000``, every ``next_url`` page), each request paced by the rate limit
+      shared through the warehouse (``requests_per_minute``; run it in the ``massive_api`` pool);
+    * rows pass the same validation as flat-file rows (bad ones are quarantined, source ``rest``)
+      and are written per timeframe in one transaction with ``source = 'rest'``, ``vwap`` and
+      ``trades`` kept; a session a flat file already holds is never overwritten;
+    * a trading session with no bars (``results`` empty or null) is recorded as a gap
+      (``market.rest_ledger.status = 'empty'``) and reported, never as complete;
+    * 401/403 / ``NOT_AUTHORIZED`` fails at once without retries, naming the ticker; the API key is
+      never logged.
+
+    Returns (XCom): symbol, and per timeframe the sessions loaded, gaps, sessions held by flat
+    files, bars and requests.
+
+    :param symbol: the vendor ticker (``AAPL``, ``I:SPX``, ``O:...``).
+    :param dataset: its asset class (``stocks``, ``indices``, ``options``).
+    :param sessions: per timeframe (``1m``, ``1d``), the ISO dates to fill.
+    :param requests_per_minute: the API plan's limit, for every worker together (<= 0: no limit).
+    :param http_conn_id: the REST connection (``massive_api``).
+    :param postgres_conn_id: the warehouse connection (``market_db``).
+    """
+
+    template_fields: Sequence[str] = ("symbol", "dataset", "sessions", "requests_per_minute")
+    ui_color = "#fff3e0"
+
+    def __init__(
+        self,
+        *,
+        symbol: str,
+        dataset: str,
+        sessions: dict[str, Sequence[str]],
+        requests_per_minute: float | str = 5,
+        http_conn_id: str = "massive_api",
+        postgres_conn_id: str = "market_db",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.symbol = symbol
+        self.dataset = dataset
+        self.sessions = sessions
+        self.requests_per_minute = requests_per_minute
+        self.http_conn_id = http_conn_id
+        self.postgres_conn_id = postgres_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from marketbars import warehouse
+        from marketbars.hooks.rest import MassiveNotAuthorizedError, MassiveRestHook
+        from marketbars.hooks.warehouse import WarehouseHook
+        from marketbars.ratelimit import PostgresRateLimiter
+
+        result: dict[str, Any] = {"symbol": self.symbol}
+        with WarehouseHook(self.postgres_conn_id).connect() as conn:
+            warehouse.migrate(conn)
+            limiter = PostgresRateLimiter(conn, "massive", float(self.requests_per_minute))
+            hook = MassiveRestHook(self.http_conn_id, limiter=limiter)
+            for timeframe, days in sorted(self.sessions.items()):
+                sessions = sorted(dt.date.fromisoformat(d) for d in days)
+                if not sessions:
+                    continue
+                try:
+                    result[timeframe] = self._fill(conn, hook, timeframe, sessions, context.get("run_id"))
+                except MassiveNotAuthorizedError as exc:
+                    raise AirflowFailException(str(exc)) from exc
+            self.log.info("%s: waited %.1f s in total for the shared rate limit", self.symbol, limiter.waited)
+        return result
+
+    def _fill(
+        self, conn: Any, hook: Any, timeframe: str, sessions: list[dt.date], run_id: str | None
+    ) -> dict[str, Any]:
+        from marketbars import rest, warehouse
+
+        warehouse.ensure_partitions(conn, sessions[0], sessions[-1])
+        answer = hook.aggregates(self.symbol, timeframe, sessions[0], sessions[-1])
+        parsed = rest.rest_bars(
+            answer.results, ticker=self.symbol, dataset=self.dataset, timeframe=timeframe, sessions=sessions
+        )
+        fill = warehouse.RestFill(
+            self.symbol, self.dataset, timeframe, tuple(sessions), answer.requests, tuple(answer.request_ids)
+        )
+        statuses = warehouse.replace_rest_sessions(conn, fill, parsed, run_id)
+
+        def days(status: str) -> list[str]:
+            return sorted(d.isoformat() for d, s in statuses.items() if s == status)
+
+        summary = {
+            "loaded": days("loaded"),
+            "gaps": days("empty"),
+            "flatfile": days("flatfile"),
+            "bars": sum(parsed.loaded_by_session[d] for d, s in statuses.items() if s == "loaded"),
+            "quarantined": sum(parsed.quarantined_by_session.values()),
+            "requests": answer.requests,
+        }
+        self.log.info(
+            "%s %s %s..%s: %d bars for %d sessions in %d request(s)%s",
+            self.symbol,
+            timeframe,
+            sessions[0],
+            sessions[-1],
+            summary["bars"],
+            len(summary["loaded"]),
+            answer.requests,
+            " (the plan's data is DELAYED)" if answer.delayed else "",
+        )
+        if summary["gaps"]:
+            self.log.warning(
+                "%s %s: no bars from the API for trading session(s) %s: recorded as gaps, not complete",
+                self.symbol,
+                timeframe,
+                ", ".join(summary["gaps"]),
+            )
+        return summary

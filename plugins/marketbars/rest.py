@@ -1,0 +1,166 @@
+"""The vendor's REST aggregates: request paths, Retry-After, and results -> validated bars.
+
+REST rows go through the same validation rules as flat-file rows (``marketbars.validation``) and
+come out in the same Arrow schema, with ``vwap`` (``vw``) and ``trades`` (``n``) kept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from marketbars import trading_calendar, validation
+from marketbars.parsing import BAR_SCHEMA, QUARANTINE_SCHEMA
+
+REST_QUARANTINE_SCHEMA = QUARANTINE_SCHEMA.append(pa.field("session_date", pa.date32()))
+PAGE_LIMIT = 50_000  # the API's maximum: it caps the base aggregates scanned per request
+TIMESPANS = {"1m": (1, "minute"), "1d": (1, "day")}
+NS_PER_MS = 1_000_000
+
+
+def aggregates_path(ticker: str, timeframe: str, start: dt.date, end: dt.date) -> str:
+    """/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{from}/{to}, both dates inclusive."""
+    if timeframe not in TIMESPANS:
+        raise ValueError(
+            f"no REST aggregates for timeframe {timeframe!r}: expected one of {', '.join(TIMESPANS)}"
+        )
+    multiplier, timespan = TIMESPANS[timeframe]
+    return f"/v2/aggs/ticker/{quote(ticker, safe=':')}/range/{multiplier}/{timespan}/{start}/{end}"
+
+
+def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """The wait a Retry-After header asks for (seconds, or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - (now or dt.datetime.now(dt.UTC))).total_seconds())
+
+
+@dataclass(frozen=True)
+class RestBars:
+    bars: pa.Table  # BAR_SCHEMA, valid rows of the requested sessions
+    quarantined: pa.Table  # REST_QUARANTINE_SCHEMA: no line number; raw is the result as JSON
+    loaded_by_session: dict[dt.date, int]  # every requested session, 0 when the API had no valid bar
+    quarantined_by_session: dict[dt.date, int]
+
+
+def _column(results: Sequence[Mapping], key: str, kind: pa.DataType) -> pa.Array:
+    return pa.array([r.get(key) for r in results], kind)
+
+
+def rest_bars(
+    results: Sequence[Mapping], *, ticker: str, dataset: str, timeframe: str, sessions: Sequence[dt.date]
+) -> RestBars:
+    """Validate one ticker's aggregates for the requested sessions.
+
+    A result on a day that is not a trading session is quarantined (timestamp_outside_session);
+    results on trading sessions that were not requested are out of scope and ignored.
+    """
+    traded = dataset != "indices"
+    t_ms = _column(results, "t", pa.int64())
+    table = pa.table(
+        {
+            "ticker": pa.array([ticker] * len(results), pa.string()),
+            **({"volume": _column(results, "v", pa.float64())} if traded else {}),
+            "open": _column(results, "o", pa.float64()),
+            "close": _column(results, "c", pa.float64()),
+            "high": _column(results, "h", pa.float64()),
+            "low": _column(results, "l", pa.float64()),
+            "window_start": pc.multiply(t_ms, NS_PER_MS),
+            **({"transactions": _column(results, "n", pa.int64())} if traded else {}),
+            "ordinal": pa.array(np.arange(len(results), dtype=np.int64)),
+        }
+    )
+    vwap = _column(results, "vw", pa.float64())
+    # The session a bar belongs to: its start's date in New York.
+    ny_dates = pc.cast(
+        pc.local_timestamp(pc.cast(t_ms, pa.timestamp("ms", tz=str(trading_calendar.NEW_YORK)))), pa.date32()
+    ).to_numpy(zero_copy_only=False)
+    wanted = set(sessions)
+    bars, bad_parts = [], []
+    loaded: dict[dt.date, int] = dict.fromkeys(sessions, 0)
+    rejected: dict[dt.date, int] = dict.fromkeys(sessions, 0)
+    for stamp in np.unique(ny_dates[~np.isnat(ny_dates)]):
+        day = stamp.astype(dt.date)
+        rows = np.flatnonzero(ny_dates == stamp)
+        if day not in wanted and trading_calendar.is_session(day):
+            continue  # a trading session nobody asked for: not ours to load
+        part = table.take(pa.array(rows))
+        start, end = (int(t.timestamp()) * 1_000_000_000 for t in trading_calendar.day_window(day))
+        columns = validation.bar_columns(part)
+        codes = validation.reason_codes(
+            columns, dataset=dataset, timeframe=timeframe, window_start_ns=start, window_end_ns=end
+        )
+        if day not in wanted:  # not a trading day at all: nothing from it can be right
+            codes[codes == 0] = validation.CODES["timestamp_outside_session"]
+        valid = codes == 0
+        bars.append(_bars(part.filter(pa.array(valid)), vwap.take(pa.array(rows[valid])), traded))
+        bad_parts.append((part, rows, codes, day))
+        if day in wanted:
+            loaded[day] = int(valid.sum())
+            rejected[day] = int((~valid).sum())
+    missing_time = np.flatnonzero(np.isnat(ny_dates))
+    if len(missing_time):  # no t at all: an empty field, attributed to no session
+        part = table.take(pa.array(missing_time))
+        codes = np.full(len(missing_time), validation.CODES["empty_field"], dtype=np.int8)
+        bad_parts.append((part, missing_time, codes, min(sessions)))  # filed under the range's first session
+    quarantined = [_quarantined(part, rows, codes, results, day) for part, rows, codes, day in bad_parts]
+    return RestBars(
+        bars=pa.concat_tables(bars) if bars else BAR_SCHEMA.empty_table(),
+        quarantined=pa.concat_tables(quarantined) if quarantined else REST_QUARANTINE_SCHEMA.empty_table(),
+        loaded_by_session=loaded,
+        quarantined_by_session=rejected,
+    )
+
+
+def _bars(valid: pa.Table, vwap: pa.Array, traded: bool) -> pa.Table:
+    n = valid.num_rows
+    ts = pc.cast(pc.divide(valid["window_start"], 1000), pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    return pa.table(
+        {
+            "symbol": valid["ticker"],
+            "ts": ts,
+            "open": valid["open"],
+            "high": valid["high"],
+            "low": valid["low"],
+            "close": valid["close"],
+            "volume": valid["volume"] if traded else pa.nulls(n, pa.float64()),
+            "vwap": vwap if traded else pa.nulls(n, pa.float64()),
+            "trades": valid["transactions"] if traded else pa.nulls(n, pa.int64()),
+        },
+        schema=BAR_SCHEMA,
+    )
+
+
+def _quarantined(
+    part: pa.Table, rows: np.ndarray, codes: np.ndarray, results: Sequence[Mapping], day: dt.date
+) -> pa.Table:
+    bad = np.flatnonzero(codes != 0)
+    return pa.table(
+        {
+            "line_number": pa.nulls(len(bad), pa.int64()),
+            "symbol": part["ticker"].take(pa.array(bad)),
+            "reason": pa.array([validation.REASON_NAMES[int(c)] for c in codes[bad]], pa.string()),
+            "raw": pa.array([json.dumps(results[int(rows[i])], sort_keys=True) for i in bad], pa.string()),
+            "session_date": pa.array([day] * len(bad), pa.date32()),
+        },
+        schema=REST_QUARANTINE_SCHEMA,
+    )

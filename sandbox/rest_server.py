@@ -1,0 +1,225 @@
+"""A real HTTP server on loopback that answers like Massive's aggregates endpoint, with faults on demand.
+
+``GET /v2/aggs/ticker/{ticker}/range/1/{minute|day}/{from}/{to}`` serves the sample market (the
+same bars as the flat files, plus ``vw``) in the documented response shape: ``limit`` caps the base
+(minute) aggregates a page covers, ``next_url`` carries an opaque cursor, index bars carry only
+o/h/l/c/t, and an empty answer is ``"results": null``. Authentication is ``Authorization: Bearer``
+or ``apiKey``. Faults are scripted per ticker: a number of 429s (with or without Retry-After),
+500s or dropped connections before the real answer, 403 NOT_AUTHORIZED, sessions with no bars,
+or a 429 on every n-th request. Every request is logged (time, ticker, query without the key,
+status) so tests can check rates and parameters at the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from sandbox import market
+
+PATH = re.compile(
+    r"^/v2/aggs/ticker/(?P<ticker>[^/]+)/range/(?P<mult>\d+)/(?P<span>minute|day)/(?P<start>[^/]+)/(?P<end>[^/]+)$"
+)
+MAX_LIMIT = 50_000
+
+
+@dataclass
+class Faults:
+    """What the server does wrong, and for which tickers. Counts are used up as requests arrive."""
+
+    too_many: dict[str, int] = field(default_factory=dict)  # ticker -> 429s before answering
+    retry_after: float | None = None  # Retry-After seconds on those 429s (None: no header)
+    server_errors: dict[str, int] = field(default_factory=dict)  # ticker -> 500s before answering
+    dropped: dict[str, int] = field(default_factory=dict)  # ticker -> connections closed unanswered
+    not_authorized: set[str] = field(default_factory=set)  # tickers the plan does not cover: 403
+    empty_sessions: set[tuple[str, dt.date]] = field(default_factory=set)  # (ticker, session): no bars
+    every_nth_429: int = 0  # a 429 on every n-th request overall (0: never)
+    max_page: int = MAX_LIMIT  # a page covers at most this many base aggregates, whatever limit says
+
+
+@dataclass
+class LoggedRequest:
+    at: float  # time.monotonic()
+    ticker: str
+    path: str
+    query: dict[str, str]  # without apiKey
+    status: int
+
+
+@dataclass
+class RestServer:
+    url: str
+    api_key: str
+    faults: Faults
+    log: list[LoggedRequest]
+
+    def airflow_connection(self) -> dict[str, Any]:
+        """The ``massive_api`` connection as Airflow's JSON connection format."""
+        return {"conn_type": "http", "host": self.url, "password": self.api_key}
+
+    def requests_for(self, ticker: str) -> list[LoggedRequest]:
+        return [r for r in self.log if r.ticker == ticker]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # no access log on stderr
+        return
+
+    def do_GET(self) -> None:
+        state = self.server
+        parts = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        key = (
+            query.pop("apiKey", None) or self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        )
+        match = PATH.match(parts.path)
+        ticker = unquote(match["ticker"]) if match else ""
+        with state.lock:
+            state.count += 1
+            number = state.count
+        status, body, headers = self._answer(state, match, ticker, key, query, number)
+        state.log.append(LoggedRequest(time.monotonic(), ticker, parts.path, query, status))
+        if status == 0:  # drop the connection without an answer
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _answer(
+        self,
+        state: _Server,
+        match: re.Match | None,
+        ticker: str,
+        key: str,
+        query: dict[str, str],
+        number: int,
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        request_id = uuid.uuid4().hex
+        if key != state.api_key:
+            return (
+                401,
+                {"status": "NOT_AUTHORIZED", "request_id": request_id, "message": "Unknown API Key"},
+                {},
+            )
+        if match is None:
+            return 404, {"status": "NOT_FOUND", "request_id": request_id, "message": "no such endpoint"}, {}
+        faults = state.faults
+        if ticker in faults.not_authorized:
+            message = (
+                "You are not entitled to this data. Please upgrade your plan at https://massive.com/pricing"
+            )
+            return 403, {"status": "NOT_AUTHORIZED", "request_id": request_id, "message": message}, {}
+        for budget, status in ((faults.dropped, 0), (faults.server_errors, 500), (faults.too_many, 429)):
+            with state.lock:
+                if budget.get(ticker, 0) > 0:
+                    budget[ticker] -= 1
+                    return self._fault(status, request_id, faults)
+        if faults.every_nth_429 and number % faults.every_nth_429 == 0:
+            return self._fault(429, request_id, faults)
+        cursor = query.get("cursor")
+        if cursor:
+            query = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        try:
+            start = dt.date.fromisoformat(match["start"])
+            end = dt.date.fromisoformat(match["end"])
+        except ValueError:
+            return (
+                400,
+                {"status": "ERROR", "request_id": request_id, "error": "from/to must be YYYY-MM-DD"},
+                {},
+            )
+        if end < start:
+            return 400, {"status": "ERROR", "request_id": request_id, "error": "'to' is before 'from'"}, {}
+        timeframe = "1m" if match["span"] == "minute" else "1d"
+        limit = min(int(query.get("limit", 5000)), MAX_LIMIT, faults.max_page)
+        offset = int(query.get("offset", 0))
+        results, next_offset = [], None
+        day, scanned, position = start, 0, 0
+        while day <= end and next_offset is None:
+            if (ticker, day) not in faults.empty_sessions:
+                bars, base = market.rest_results(ticker, timeframe, day)
+                per_bar = max(1, base // max(1, len(bars))) if bars else 0
+                for bar in bars:
+                    if position >= offset:
+                        if results and scanned + per_bar > limit:
+                            next_offset = position
+                            break
+                        results.append(bar)
+                        scanned += per_bar
+                    position += 1
+            day += dt.timedelta(days=1)
+        body: dict[str, Any] = {
+            "ticker": ticker,
+            "queryCount": len(results),
+            "resultsCount": len(results),
+            "count": len(results),
+            "adjusted": query.get("adjusted", "true") == "true",
+            "results": results or None,
+            "status": "OK",
+            "request_id": request_id,
+        }
+        if next_offset is not None:
+            state_query = {**query, "offset": next_offset}
+            token = base64.urlsafe_b64encode(json.dumps(state_query).encode()).decode()
+            body["next_url"] = f"{state.url}{urlsplit(self.path).path}?cursor={token}"
+        return 200, body, {}
+
+    @staticmethod
+    def _fault(status: int, request_id: str, faults: Faults) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if status == 0:
+            return 0, {}, {}
+        if status == 429:
+            headers = {} if faults.retry_after is None else {"Retry-After": f"{faults.retry_after:g}"}
+            return (
+                429,
+                {"status": "ERROR", "request_id": request_id, "error": "exceeded the maximum requests"},
+                headers,
+            )
+        return 500, {"status": "ERROR", "request_id": request_id, "error": "internal error"}, {}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, api_key: str, faults: Faults) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.api_key = api_key
+        self.faults = faults
+        self.log: list[LoggedRequest] = []
+        self.lock = threading.Lock()
+        self.count = 0
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@contextmanager
+def rest_server(api_key: str = "sandbox-rest-key", faults: Faults | None = None) -> Iterator[RestServer]:
+    """Run the aggregates server on 127.0.0.1 for the duration of the block."""
+    server = _Server(api_key, faults or Faults())
+    thread = threading.Thread(target=server.serve_forever, name="rest-server", daemon=True)
+    thread.start()
+    try:
+        yield RestServer(url=server.url, api_key=api_key, faults=server.faults, log=server.log)
+    finally:
+        server.shutdown()
+        server.server_close()
