@@ -17,7 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+from marketbars.trading_calendar import NEW_YORK, sessions_between
 from sandbox import market
+from sandbox.rest_server import rest_server
 from sandbox.services import Postgres, airflow_env, connection_env, s3_server, start_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +53,18 @@ def _summary_lines(log_path: Path) -> list[str]:
     start = next(i for i, line in enumerate(lines) if line.startswith("session") and "action" in line)
     end = next(i for i in range(start, len(lines)) if lines[i].startswith("total"))
     return lines[start : end + 1]
+
+
+def _run_daily(env: dict[str, str], run_date: dt.date, log_path: Path) -> None:
+    logical = dt.datetime.combine(run_date, dt.time(20, 15), NEW_YORK).isoformat()
+    print(f"$ airflow dags test watchlist_daily_backfill {logical}", flush=True)
+    seconds = _airflow(["dags", "test", "watchlist_daily_backfill", logical], env, log_path)
+    text = log_path.read_text(errors="replace").splitlines()
+    for line in text:
+        message = line.split("] ", 1)[-1] if "] " in line else line
+        if "marketbars.daily_tasks" in line:  # the plan and the per-symbol summary
+            print("   ", message.split(" [marketbars")[0].strip())
+    print(f"    ({seconds:.0f} s through Airflow; full log: {log_path.relative_to(ROOT)})")
 
 
 def _run_backfill(env: dict[str, str], conf: dict, log_path: Path) -> None:
@@ -132,7 +146,7 @@ def main() -> None:
         else f"embedded pgserver in {WORKDIR.name}/pg"
     )
     print(f"    PostgreSQL: {where}, database market_demo (created empty)")
-    with s3_server() as s3:
+    with s3_server() as s3, rest_server() as api:
         started = time.perf_counter()
         files = market.build_market(args.start, args.end)
         market.upload(s3.client(), s3.bucket, files)
@@ -149,14 +163,19 @@ def main() -> None:
             f"index files also on the holidays {', '.join(map(str, holidays))}"
         )
 
+        print(f"    REST aggregates endpoint (loopback): {api.url}, the same sample market, with vw")
         env = {
             **os.environ,
             **airflow_env(WORKDIR / "airflow", ROOT),
             **connection_env(db, s3, download_dir=WORKDIR / "downloads"),
+            "AIRFLOW_CONN_MASSIVE_API": json.dumps(api.airflow_connection()),
+            "AIRFLOW_VAR_MASSIVE_API_REQUESTS_PER_MINUTE": "600",  # the loopback server's "plan"
+            "AIRFLOW_VAR_WATCHLIST_INITIAL_HISTORY_SESSIONS": "20",
         }
         _section("Airflow metadata database")
         seconds = _airflow(["db", "migrate"], env, logs / "db-migrate.log")
         print(f"    airflow db migrate ({seconds:.0f} s, SQLite in .sandbox/airflow)")
+        _airflow(["pools", "set", "massive_api", "1", "Massive REST API"], env, logs / "pools.log")
 
         period = {"start_date": args.start.isoformat(), "end_date": args.end.isoformat()}
         _section("1. Stock minute bars for the watchlist (symbols: [] = the active watchlist)")
@@ -173,6 +192,15 @@ def main() -> None:
         _run_backfill(
             env, {**period, "dataset": "stocks", "timeframe": "1m"}, logs / "run-stocks-1m-again.log"
         )
+        next_session = sessions_between(args.end + dt.timedelta(days=1), args.end + dt.timedelta(days=7))[0]
+        with db.connect() as conn:
+            conn.execute("INSERT INTO market.watchlist (symbol, asset_class) VALUES ('AMD', 'stocks')")
+        _section(
+            f"5. The daily backfill for {next_session}, after AMD joins the watchlist: flat files where "
+            "published, REST for the rest"
+        )
+        _run_daily(env, next_session, logs / "run-daily.log")
+        print(f"    REST requests served: {len(api.log)}")
     _report(db)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import math
 import re
 import socket
 import threading
@@ -47,6 +48,8 @@ class Faults:
     empty_sessions: set[tuple[str, dt.date]] = field(default_factory=set)  # (ticker, session): no bars
     every_nth_429: int = 0  # a 429 on every n-th request overall (0: never)
     max_page: int = MAX_LIMIT  # a page covers at most this many base aggregates, whatever limit says
+    enforce_per_minute: float = 0  # the plan's limit, enforced like the vendor: 429 + Retry-After (0: none)
+    burst: float = 2  # requests the enforced limit lets through back to back
 
 
 @dataclass
@@ -56,6 +59,7 @@ class LoggedRequest:
     path: str
     query: dict[str, str]  # without apiKey
     status: int
+    error: str | None = None  # the answer's error text (tells an injected 429 from an enforced one)
 
 
 @dataclass
@@ -92,7 +96,9 @@ class _Handler(BaseHTTPRequestHandler):
             state.count += 1
             number = state.count
         status, body, headers = self._answer(state, match, ticker, key, query, number)
-        state.log.append(LoggedRequest(time.monotonic(), ticker, parts.path, query, status))
+        state.log.append(
+            LoggedRequest(time.monotonic(), ticker, parts.path, query, status, body.get("error"))
+        )
         if status == 0:  # drop the connection without an answer
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
@@ -125,6 +131,15 @@ class _Handler(BaseHTTPRequestHandler):
         if match is None:
             return 404, {"status": "NOT_FOUND", "request_id": request_id, "message": "no such endpoint"}, {}
         faults = state.faults
+        if faults.enforce_per_minute > 0:
+            wait = state.take_token(faults.enforce_per_minute, faults.burst)
+            if wait > 0:
+                body = {
+                    "status": "ERROR",
+                    "request_id": request_id,
+                    "error": "over the plan's requests per minute",
+                }
+                return 429, body, {"Retry-After": str(math.ceil(wait))}  # HTTP delay-seconds: an integer
         if ticker in faults.not_authorized:
             message = (
                 "You are not entitled to this data. Please upgrade your plan at https://massive.com/pricing"
@@ -193,7 +208,11 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {} if faults.retry_after is None else {"Retry-After": f"{faults.retry_after:g}"}
             return (
                 429,
-                {"status": "ERROR", "request_id": request_id, "error": "exceeded the maximum requests"},
+                {
+                    "status": "ERROR",
+                    "request_id": request_id,
+                    "error": "injected: exceeded the maximum requests",
+                },
                 headers,
             )
         return 500, {"status": "ERROR", "request_id": request_id, "error": "internal error"}, {}
@@ -210,6 +229,22 @@ class _Server(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.count = 0
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self.tokens: float | None = None
+        self.refilled = 0.0
+
+    def take_token(self, per_minute: float, burst: float) -> float:
+        """Token bucket of the enforced limit: 0 when the request may pass, else the seconds to wait."""
+        with self.lock:
+            now = time.monotonic()
+            rate = per_minute / 60.0
+            if self.tokens is None:
+                self.tokens = burst
+            self.tokens = min(burst, self.tokens + (now - self.refilled) * rate)
+            self.refilled = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return 0.0
+            return (1 - self.tokens) / rate
 
 
 @contextmanager
