@@ -48,6 +48,9 @@ class Faults:
     empty_sessions: set[tuple[str, dt.date]] = field(default_factory=set)  # (ticker, session): no bars
     every_nth_429: int = 0  # a 429 on every n-th request overall (0: never)
     max_page: int = MAX_LIMIT  # a page covers at most this many base aggregates, whatever limit says
+    html_errors: bool = False  # error answers as an HTML page instead of JSON (proxies do that)
+    loop_pages: set[str] = field(default_factory=set)  # tickers whose next_url points back at itself
+    extra_bars: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # appended to an answer
     enforce_per_minute: float = 0  # the plan's limit, enforced like the vendor: 429 + Retry-After (0: none)
     burst: float = 2  # requests the enforced limit lets through back to back
 
@@ -104,8 +107,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         payload = json.dumps(body).encode()
+        kind = "application/json"
+        if status >= 400 and state.faults.html_errors:
+            payload, kind = f"<html><body><h1>{status}</h1></body></html>".encode(), "text/html"
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(payload)))
         for name, value in headers.items():
             self.send_header(name, value)
@@ -156,14 +162,10 @@ class _Handler(BaseHTTPRequestHandler):
         if cursor:
             query = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         try:
-            start = dt.date.fromisoformat(match["start"])
-            end = dt.date.fromisoformat(match["end"])
+            (start, first_ms), (end, last_ms) = _bound(match["start"], False), _bound(match["end"], True)
         except ValueError:
-            return (
-                400,
-                {"status": "ERROR", "request_id": request_id, "error": "from/to must be YYYY-MM-DD"},
-                {},
-            )
+            error = "from/to must be YYYY-MM-DD or a millisecond timestamp"
+            return 400, {"status": "ERROR", "request_id": request_id, "error": error}, {}
         if end < start:
             return 400, {"status": "ERROR", "request_id": request_id, "error": "'to' is before 'from'"}, {}
         timeframe = "1m" if match["span"] == "minute" else "1d"
@@ -176,6 +178,8 @@ class _Handler(BaseHTTPRequestHandler):
                 bars, base = market.rest_results(ticker, timeframe, day)
                 per_bar = max(1, base // max(1, len(bars))) if bars else 0
                 for bar in bars:
+                    if not first_ms <= bar["t"] <= last_ms:
+                        continue
                     if position >= offset:
                         if results and scanned + per_bar > limit:
                             next_offset = position
@@ -184,6 +188,10 @@ class _Handler(BaseHTTPRequestHandler):
                         scanned += per_bar
                     position += 1
             day += dt.timedelta(days=1)
+        if ticker in faults.extra_bars and not offset:
+            results = results + faults.extra_bars[ticker]
+        if ticker in faults.loop_pages:
+            next_offset = offset  # a cursor that leads back to the same page, forever
         body: dict[str, Any] = {
             "ticker": ticker,
             "queryCount": len(results),
@@ -216,6 +224,16 @@ class _Handler(BaseHTTPRequestHandler):
                 headers,
             )
         return 500, {"status": "ERROR", "request_id": request_id, "error": "internal error"}, {}
+
+
+def _bound(text: str, end: bool) -> tuple[dt.date, int]:
+    """A from/to value: (the New York date it falls on, its millisecond bound)."""
+    if text.isdigit():
+        ms = int(text)
+        return dt.datetime.fromtimestamp(ms / 1000, market.NEW_YORK).date(), ms
+    day = dt.date.fromisoformat(text)
+    start, stop = market.trading_calendar.day_window(day)
+    return day, int((stop if end else start).timestamp() * 1000) - (1 if end else 0)
 
 
 class _Server(ThreadingHTTPServer):

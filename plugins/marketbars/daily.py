@@ -17,6 +17,9 @@ from marketbars.backfill import batch_sessions
 TIMEFRAMES = ("1m", "1d")
 MAX_DAYS = 30
 DEFAULT_HISTORY_SESSIONS = 90
+# Sessions filled through REST are loaded again from their flat file once it is published, for
+# this many sessions back (minute files can lag the day files and a run can be missed).
+UPGRADE_LOOKBACK_SESSIONS = 10
 MAX_MAPPED_INSTANCES = 500
 # Flat-file work comes in at most 3 datasets x 2 timeframes x 2 selections (everyone, newcomers):
 # this many batches per group keeps one run's expansion under MAX_MAPPED_INSTANCES.
@@ -67,11 +70,14 @@ def plan_daily(
     watchlist: Mapping[str, str],
     new_symbols: Iterable[str],
     object_exists: Callable[[str, str, dt.date], bool] | None,
+    rest_filled: Mapping[tuple[str, str], Iterable[dt.date]] | None = None,
 ) -> DailyPlan:
     """Route every (symbol, timeframe, session) of the run to a flat file or to REST.
 
     watchlist: active symbol -> dataset. object_exists(dataset, timeframe, session), or None when
-    no flat-file connection is configured (then everything goes through REST).
+    no flat-file connection is configured (then everything goes through REST). rest_filled:
+    (symbol, timeframe) -> recent sessions that hold REST bars or a REST gap; those whose flat file
+    is now published are loaded from it.
     """
     if not 1 <= days <= MAX_DAYS:
         raise ValueError(f"days={days} must be between 1 and {MAX_DAYS}")
@@ -103,6 +109,15 @@ def plan_daily(
                 else:
                     for symbol in wanted:
                         rest.setdefault(symbol, {}).setdefault(timeframe, []).append(session.isoformat())
+            if object_exists is not None:  # REST sessions of the recent past whose file is out now
+                upgrades: dict[dt.date, list[str]] = {}
+                for symbol in symbols:
+                    for session in (rest_filled or {}).get((symbol, timeframe), ()):
+                        if session not in refresh and not (symbol in new and session in history):
+                            upgrades.setdefault(session, []).append(symbol)
+                for session, upgraded in sorted(upgrades.items()):
+                    if object_exists(dataset, timeframe, session):
+                        flat.setdefault(tuple(sorted(upgraded)), []).append(session)
             for selection, sessions in flat.items():
                 for batch in batch_sessions(sessions, max_instances=BATCHES_PER_GROUP):
                     plan.flatfile.append(
@@ -161,10 +176,14 @@ def build_plan(
 
     warehouse.migrate(conn)
     watchlist = warehouse.active_watchlist_by_symbol(conn)
-    new = warehouse.symbols_without_bars(conn, list(watchlist))
+    new = warehouse.symbols_needing_history(conn, list(watchlist))
+    lookback = sessions_ending(run_date, max(days, UPGRADE_LOOKBACK_SESSIONS))
+    rest_filled = warehouse.rest_sessions_since(conn, lookback[0]) if lookback else {}
     object_exists = None
     if list_keys is not None:
-        window = sessions_ending(run_date, max(days, history_sessions if new else days))
+        window = sessions_ending(
+            run_date, max(days, UPGRADE_LOOKBACK_SESSIONS, history_sessions if new else 0)
+        )
         object_exists = flatfile_keys_lookup(list_keys, watchlist.values(), window)
     plan = plan_daily(
         run_date=run_date,
@@ -173,11 +192,13 @@ def build_plan(
         watchlist=watchlist,
         new_symbols=new,
         object_exists=object_exists,
+        rest_filled=rest_filled,
     )
-    if plan.history:
-        warehouse.ensure_partitions(conn, plan.history[0], plan.history[-1])
-    elif plan.refresh:
-        warehouse.ensure_partitions(conn, plan.refresh[0], plan.refresh[-1])
+    if plan.new_symbols:
+        warehouse.plan_history(conn, plan.new_symbols, plan.history[0], plan.history[-1])
+    if lookback:
+        first = min(plan.history[0], lookback[0]) if plan.history else lookback[0]
+        warehouse.ensure_partitions(conn, first, run_date)
     return plan
 
 
@@ -197,15 +218,23 @@ def summary_lines(rows: Iterable[tuple[str, str, str, int, int]], gaps: Mapping[
 
 def check_results(
     plan: Mapping[str, Any], loads: Iterable[Iterable[Mapping[str, Any]]], fills: Iterable[Mapping[str, Any]]
-) -> tuple[dict[str, list[str]], list[str]]:
-    """(REST gaps by symbol, what the run planned but did not get): from the mapped tasks' results."""
+) -> tuple[dict[str, list[str]], list[str], set[str]]:
+    """From the mapped tasks' results: (REST gaps by symbol, what the run planned but did not get,
+    the symbols that work was for)."""
     loaded = {(r["dataset"], r["timeframe"], r["session"]) for batch in loads for r in batch or ()}
-    planned = {(w["dataset"], w["timeframe"], s) for w in plan["flatfile"] for s in w["sessions"]}
-    missing = [f"flat file {d} {t} {s}" for d, t, s in sorted(planned - loaded)]
+    missing, failed = [], set()
+    for work in plan["flatfile"]:
+        for session in work["sessions"]:
+            if (work["dataset"], work["timeframe"], session) not in loaded:
+                missing.append(f"flat file {work['dataset']} {work['timeframe']} {session}")
+                failed.update(work["symbols"])
     filled = {f["symbol"]: f for f in fills if f}
-    missing += [f"REST {w['symbol']}" for w in plan["rest"] if w["symbol"] not in filled]
+    for work in plan["rest"]:
+        if work["symbol"] not in filled:
+            missing.append(f"REST {work['symbol']}")
+            failed.add(work["symbol"])
     gaps = {
         symbol: sorted(f"{tf} {day}" for tf in TIMEFRAMES for day in (fill.get(tf) or {}).get("gaps", []))
         for symbol, fill in filled.items()
     }
-    return {s: g for s, g in gaps.items() if g}, missing
+    return {s: g for s, g in gaps.items() if g}, sorted(missing), failed

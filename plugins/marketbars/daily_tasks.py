@@ -68,13 +68,15 @@ def summarize_run(
 
     if routed is None:
         raise AirflowFailException("the run failed before loading anything (see the plan task)")
-    gaps, missing = daily.check_results(routed, list(loads), list(fills))
+    gaps, missing, failed = daily.check_results(routed, list(loads), list(fills))
     window = routed["history"] or routed["refresh"]
     rows: list[tuple[str, str, str, int, int]] = []
     if window:
         with WarehouseHook().connect() as conn:
             first, last = dt.date.fromisoformat(window[0]), dt.date.fromisoformat(window[-1])
             rows = warehouse.bars_by_symbol(conn, routed["symbols"], first, last)
+            # A new symbol is established once all of its history loaded; otherwise the next run retries.
+            warehouse.complete_history(conn, [s for s in routed["new_symbols"] if s not in failed])
     for line in daily.summary_lines(rows, gaps):
         log.info(line)
     if gaps:

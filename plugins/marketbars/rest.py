@@ -22,18 +22,25 @@ from marketbars.parsing import BAR_SCHEMA, QUARANTINE_SCHEMA
 
 REST_QUARANTINE_SCHEMA = QUARANTINE_SCHEMA.append(pa.field("session_date", pa.date32()))
 PAGE_LIMIT = 50_000  # the API's maximum: it caps the base aggregates scanned per request
+MAX_PAGES = 10_000  # a pagination that goes on longer is a loop
 TIMESPANS = {"1m": (1, "minute"), "1d": (1, "day")}
 NS_PER_MS = 1_000_000
 
 
 def aggregates_path(ticker: str, timeframe: str, start: dt.date, end: dt.date) -> str:
-    """/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{from}/{to}, both dates inclusive."""
+    """/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{from}/{to} for the sessions start..end.
+
+    from/to are millisecond timestamps (both inclusive): 00:00 New York of start to the last
+    millisecond of end's New York day, so no session's late bars depend on how a date is read.
+    """
     if timeframe not in TIMESPANS:
         raise ValueError(
             f"no REST aggregates for timeframe {timeframe!r}: expected one of {', '.join(TIMESPANS)}"
         )
     multiplier, timespan = TIMESPANS[timeframe]
-    return f"/v2/aggs/ticker/{quote(ticker, safe=':')}/range/{multiplier}/{timespan}/{start}/{end}"
+    first = int(trading_calendar.day_window(start)[0].timestamp() * 1000)
+    last = int(trading_calendar.day_window(end)[1].timestamp() * 1000) - 1
+    return f"/v2/aggs/ticker/{quote(ticker, safe=':')}/range/{multiplier}/{timespan}/{first}/{last}"
 
 
 def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:
@@ -101,7 +108,7 @@ def rest_bars(
     for stamp in np.unique(ny_dates[~np.isnat(ny_dates)]):
         day = stamp.astype(dt.date)
         rows = np.flatnonzero(ny_dates == stamp)
-        if day not in wanted and trading_calendar.is_session(day):
+        if day not in wanted and _is_session(day):
             continue  # a trading session nobody asked for: not ours to load
         part = table.take(pa.array(rows))
         start, end = (int(t.timestamp()) * 1_000_000_000 for t in trading_calendar.day_window(day))
@@ -129,6 +136,13 @@ def rest_bars(
         loaded_by_session=loaded,
         quarantined_by_session=rejected,
     )
+
+
+def _is_session(day: dt.date) -> bool:
+    try:
+        return trading_calendar.is_session(day)
+    except ValueError:  # outside the calendar (a zero or negative timestamp): no session
+        return False
 
 
 def _bars(valid: pa.Table, vwap: pa.Array, traded: bool) -> pa.Table:

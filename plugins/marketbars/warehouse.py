@@ -151,16 +151,51 @@ def active_watchlist_by_symbol(conn: psycopg.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT symbol, asset_class FROM market.watchlist WHERE active ORDER BY symbol"))
 
 
-def symbols_without_bars(
-    conn: psycopg.Connection, symbols: Sequence[str], timeframe: str = "1m"
-) -> list[str]:
-    """The symbols that have no bar at all yet (new to the watchlist): one primary-key probe each."""
+def symbols_needing_history(conn: psycopg.Connection, symbols: Sequence[str]) -> list[str]:
+    """The symbols whose initial history is still to load: planned but not completed, or new (no
+    history record and no bar at all; a symbol with bars but no record was loaded otherwise)."""
     rows = conn.execute(
-        """SELECT s FROM unnest(%s::text[]) AS s WHERE NOT EXISTS (
-               SELECT 1 FROM market.historical_bars b WHERE b.symbol = s AND b.timeframe = %s)""",
-        (list(symbols), timeframe),
+        """SELECT s FROM unnest(%s::text[]) AS s
+           LEFT JOIN market.watchlist_history h ON h.symbol = s
+           WHERE (h.symbol IS NOT NULL AND h.completed_at IS NULL)
+              OR (h.symbol IS NULL AND NOT EXISTS (
+                      SELECT 1 FROM market.historical_bars b WHERE b.symbol = s AND b.timeframe = '1m'))""",
+        (list(symbols),),
     )
     return sorted(symbol for (symbol,) in rows)
+
+
+def plan_history(conn: psycopg.Connection, symbols: Sequence[str], first: dt.date, last: dt.date) -> None:
+    """Record that these symbols' history (first..last) is planned and not complete yet."""
+    conn.execute(
+        """INSERT INTO market.watchlist_history (symbol, first_session, last_session)
+           SELECT s, %s, %s FROM unnest(%s::text[]) AS s
+           ON CONFLICT (symbol) DO UPDATE SET first_session = EXCLUDED.first_session,
+               last_session = EXCLUDED.last_session, planned_at = now(), completed_at = NULL""",
+        (first, last, list(symbols)),
+    )
+
+
+def complete_history(conn: psycopg.Connection, symbols: Sequence[str]) -> None:
+    """Every piece of these symbols' planned history has loaded: they are established."""
+    conn.execute(
+        "UPDATE market.watchlist_history SET completed_at = now()"
+        " WHERE symbol = ANY(%s) AND completed_at IS NULL",
+        (list(symbols),),
+    )
+
+
+def rest_sessions_since(conn: psycopg.Connection, first: dt.date) -> dict[tuple[str, str], list[dt.date]]:
+    """(symbol, timeframe) -> sessions since first that hold REST bars or a REST gap, not a flat file."""
+    rows = conn.execute(
+        """SELECT symbol, timeframe, session_date FROM market.rest_ledger
+           WHERE session_date >= %s AND status IN ('loaded', 'empty') ORDER BY 1, 2, 3""",
+        (first,),
+    )
+    out: dict[tuple[str, str], list[dt.date]] = {}
+    for symbol, timeframe, day in rows:
+        out.setdefault((symbol, timeframe), []).append(day)
+    return out
 
 
 def bars_by_symbol(
@@ -296,6 +331,13 @@ def replace_session(
         )
         rejected = pa.concat_tables(quarantined) if quarantined else QUARANTINE_SCHEMA.empty_table()
         _copy_quarantine(cur, version, rejected)
+        cur.execute(  # the flat file is canonical now: REST bars and gaps of the session are superseded
+            sql.SQL(
+                "UPDATE market.rest_ledger SET status = 'flatfile', rows_loaded = 0, rows_quarantined = 0"
+                " WHERE timeframe = %s AND session_date = %s AND status <> 'flatfile' AND {scope}"
+            ).format(scope=scope),
+            (version.timeframe, version.session, *scope_params),
+        )
         counts = LoadCounts(
             rows_read=reader.rows_read,
             rows_loaded=loaded,
@@ -496,13 +538,14 @@ def replace_rest_sessions(
         _copy_batches(
             cur, sql.SQL("market.historical_bars"), COPY_SCHEMA, _with_constants(bars, fill.timeframe, "rest")
         )
+        # Rejected rows are kept, dated on a non-trading day too; only a flat-file session's are moot.
+        rejected = parsed.quarantined.filter(
+            pc.invert(pc.is_in(parsed.quarantined["session_date"], pa.array(sorted(covered), pa.date32())))
+        )
         cur.execute(
             """DELETE FROM market.quarantine WHERE source = 'rest' AND symbol = %s AND timeframe = %s
                AND session_date = ANY(%s)""",
-            (fill.symbol, fill.timeframe, writable),
-        )
-        rejected = parsed.quarantined.filter(
-            pc.is_in(parsed.quarantined["session_date"], pa.array(writable, pa.date32()))
+            (fill.symbol, fill.timeframe, sorted(set(writable) | set(rejected["session_date"].to_pylist()))),
         )
         _copy_rest_quarantine(cur, fill, rejected)
         for session in sessions:

@@ -224,9 +224,14 @@ def test_daily_run_routes_by_published_file_and_gives_a_new_symbol_its_history(
     assert sorted({(r.ticker, r.status) for r in daily_setup.log}) == [
         ("AAPL", 200), ("I:SPX", 200), ("MSFT", 200),
     ]  # fmt: skip
+    first_ms, end_ms = (int(t.timestamp() * 1000) for t in trading_calendar.day_window(RUN_DATE))
     assert all(
-        r.path.endswith("/2024-11-27/2024-11-27") for r in daily_setup.log
-    )  # REST only for the last session
+        r.path.endswith(f"/{first_ms}/{end_ms - 1}") for r in daily_setup.log
+    )  # REST: the last day only
+    history_rows = conn.execute(
+        "SELECT symbol, first_session, completed_at IS NOT NULL FROM market.watchlist_history"
+    )
+    assert history_rows.fetchall() == [("MSFT", history[0], True)]  # done: the next run only refreshes MSFT
 
 
 @pytest.mark.dagrun

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
+from marketbars import warehouse
 from marketbars.hooks.rest import MassiveApiError, MassiveRestHook
 from marketbars.operators.flatfile_download import FlatFileDownloadOperator
 from marketbars.operators.flatfile_load import FlatFileLoadOperator
@@ -116,6 +117,7 @@ def test_not_authorized_fails_at_once_naming_the_ticker_and_the_plan(
 
 def test_an_error_status_fails_clearly(db_conn: psycopg.Connection, rest_api: RestServer) -> None:
     with db_conn:
+        warehouse.migrate(db_conn)
         hook = MassiveRestHook(limiter=PostgresRateLimiter(db_conn, "massive", 0))
         with pytest.raises(
             MassiveApiError, match=r"AAPL 1m 2024-03-05\.\.2024-03-04: .*ERROR: 'to' is before 'from'"
@@ -208,3 +210,94 @@ def test_flat_files_win_over_rest_in_both_orders(
         "SELECT count(*) FROM market.historical_bars WHERE source = 'rest' AND ts >= %s AND ts < %s",
         (start, end),
     ).fetchone() == (0,)
+
+
+def test_an_html_403_fails_at_once_and_an_html_429_still_honours_retry_after(
+    db_conn: psycopg.Connection, rest_api: RestServer
+) -> None:
+    rest_api.faults.html_errors = True
+    rest_api.faults.not_authorized = {"TSLA"}
+    with pytest.raises(AirflowFailException, match=r"TSLA 1m .*HTTP 403"):
+        fill("TSLA", {"1m": [TUE]})
+    assert len(rest_api.requests_for("TSLA")) == 1
+    rest_api.faults.too_many = {"AAPL": 1}
+    rest_api.faults.retry_after = 1.0
+    fill("AAPL", {"1m": [TUE]})
+    first, second = rest_api.requests_for("AAPL")
+    assert (first.status, second.status) == (429, 200) and second.at - first.at >= 0.95
+
+
+def test_retry_after_is_honoured_even_without_a_configured_limit(
+    db_conn: psycopg.Connection, rest_api: RestServer
+) -> None:
+    rest_api.faults.too_many = {"AAPL": 2}
+    rest_api.faults.retry_after = 1.0
+    fill("AAPL", {"1m": [TUE]}, per_minute=0)  # the plan has no limit
+    log = rest_api.requests_for("AAPL")
+    assert [r.status for r in log] == [429, 429, 200]
+    assert all(b.at - a.at >= 0.95 for a, b in itertools.pairwise(log))
+
+
+def test_a_pause_holds_back_requests_that_already_had_a_slot(
+    db_conn: psycopg.Connection, rest_api: RestServer
+) -> None:
+    rest_api.faults.max_page = 150  # MSFT keeps paging while AAPL is told to wait
+    rest_api.faults.too_many = {"AAPL": 1}
+    rest_api.faults.retry_after = 1.5
+    threads = [threading.Thread(target=fill, args=(s, {"1m": [MON, TUE]})) for s in ("MSFT", "AAPL")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    [too_many] = [r for r in rest_api.log if r.status == 429]
+    during = [r for r in rest_api.log if too_many.at + 0.1 < r.at < too_many.at + 1.4]
+    assert during == [], [(r.ticker, round(r.at - too_many.at, 2)) for r in during]
+    assert warehouse_bars(db_conn, "1m", symbols=["MSFT"]) == expected_rest("MSFT", "1m", [MON, TUE])
+
+
+def test_a_pagination_that_never_ends_fails_clearly(
+    db_conn: psycopg.Connection, rest_api: RestServer
+) -> None:
+    rest_api.faults.loop_pages = {"AAPL"}
+    rest_api.faults.max_page = 100
+    with pytest.raises(AirflowFailException, match=r"AAPL 1m .*pagination does not end"):
+        fill("AAPL", {"1m": [TUE]})
+    assert len(rest_api.log) == 2
+
+
+def test_bars_on_a_non_trading_day_are_quarantined_once(
+    db_conn: psycopg.Connection, rest_api: RestServer
+) -> None:
+    saturday_ms = int(dt.datetime(2024, 3, 9, 15, tzinfo=dt.UTC).timestamp() * 1000)
+    bar = {"o": 1, "h": 1, "l": 1, "c": 1, "v": 1, "n": 1, "vw": 1}
+    rest_api.faults.extra_bars = {"AAPL": [bar | {"t": saturday_ms}, bar | {"t": 0}]}
+    rest_api.faults.max_page = 100_000
+    for _ in range(2):  # a re-run replaces, never duplicates
+        fill("AAPL", {"1m": [MON, TUE]})
+    rows = db_conn.execute(
+        "SELECT session_date, reason, source FROM market.quarantine ORDER BY session_date"
+    ).fetchall()
+    assert rows == [
+        (dt.date(1969, 12, 31), "timestamp_outside_session", "rest"),
+        (dt.date(2024, 3, 9), "timestamp_outside_session", "rest"),
+    ]
+    assert warehouse_bars(db_conn, "1m") == expected_rest("AAPL", "1m", [MON, TUE])
+
+
+def test_history_is_only_done_when_completed_and_rest_ledger_follows_flat_files(
+    db_conn: psycopg.Connection, rest_api: RestServer, s3: S3Server, download_dir: Path
+) -> None:
+    warehouse.migrate(db_conn)
+    fill("AAPL", {"1m": [TUE]})  # bars, but no history record: loaded some other way, established
+    assert warehouse.symbols_needing_history(db_conn, ["AAPL", "MSFT"]) == ["MSFT"]  # MSFT: nothing yet
+    warehouse.plan_history(db_conn, ["MSFT"], MON, TUE)
+    fill("MSFT", {"1m": [TUE]})  # part of its history loaded, the run failed before the rest
+    assert warehouse.symbols_needing_history(db_conn, ["AAPL", "MSFT"]) == ["MSFT"]
+    warehouse.complete_history(db_conn, ["MSFT"])
+    assert warehouse.symbols_needing_history(db_conn, ["AAPL", "MSFT"]) == []
+    assert warehouse.rest_sessions_since(db_conn, MON) == {("AAPL", "1m"): [TUE], ("MSFT", "1m"): [TUE]}
+    publish(s3, market.build_file("stocks", "1m", TUE))
+    common = {"dataset": "stocks", "timeframe": "1m", "bucket": s3.bucket, "download_dir": str(download_dir)}
+    files = FlatFileDownloadOperator(task_id="d", sessions=[TUE.isoformat()], **common).execute({})
+    FlatFileLoadOperator(task_id="l", files=files, symbols=["AAPL"], **common).execute({})
+    assert warehouse.rest_sessions_since(db_conn, MON) == {("MSFT", "1m"): [TUE]}  # AAPL's is a flat file now

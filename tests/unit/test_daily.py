@@ -129,6 +129,35 @@ def test_check_results_finds_missing_work_and_gaps() -> None:
     }
     loads = [[{"dataset": "stocks", "timeframe": "1m", "session": "2024-11-25", "action": "loaded"}]]
     fills = [{"symbol": "AAPL", "1m": {"gaps": ["2024-11-27"]}, "1d": {"gaps": []}}]
-    gaps, missing = daily.check_results(routed, loads, fills)
+    routed["flatfile"][0]["symbols"] = ["IBM"]
+    gaps, missing, failed = daily.check_results(routed, loads, fills)
     assert gaps == {"AAPL": ["1m 2024-11-27"]}
-    assert missing == ["flat file stocks 1m 2024-11-26", "REST MSFT"]
+    assert missing == ["REST MSFT", "flat file stocks 1m 2024-11-26"]
+    assert failed == {"IBM", "MSFT"}
+
+
+def test_recent_rest_sessions_are_loaded_from_their_flat_file_once_it_is_out() -> None:
+    published = {("stocks", "1m", D(2024, 11, 22)), ("stocks", "1m", D(2024, 11, 26))}
+    plan = daily.plan_daily(
+        run_date=D(2024, 11, 27),
+        days=1,
+        history_sessions=90,
+        watchlist=WATCHLIST,
+        new_symbols=[],
+        object_exists=lambda dataset, timeframe, day: (dataset, timeframe, day) in published,
+        rest_filled={
+            ("AAPL", "1m"): [
+                D(2024, 11, 22),
+                D(2024, 11, 25),
+                D(2024, 11, 26),
+            ],  # 11-25's file is not out yet
+            ("MSFT", "1m"): [D(2024, 11, 26)],
+        },
+    )
+    assert sorted((w["sessions"], w["symbols"]) for w in plan.flatfile) == [
+        (["2024-11-22"], ["AAPL"]),
+        (["2024-11-26"], ["AAPL", "MSFT"]),
+    ]
+    assert all(
+        w["sessions"] == {"1m": ["2024-11-27"], "1d": ["2024-11-27"]} for w in plan.rest
+    )  # no REST again

@@ -13,14 +13,16 @@ def bar(t: int, **over: float) -> dict:
     return {"o": 10.0, "h": 11.0, "l": 9.5, "c": 10.5, "v": 1234.5, "vw": 10.2, "n": 7, "t": t} | over
 
 
-def test_aggregates_path_for_every_ticker_form() -> None:
-    assert (
-        rest.aggregates_path("AAPL", "1m", D, D)
-        == "/v2/aggs/ticker/AAPL/range/1/minute/2024-03-05/2024-03-05"
+def test_aggregates_path_asks_for_the_new_york_days_in_milliseconds() -> None:
+    # 2024-03-05 00:00 EST = 1709614800000; the day ends 24 h later (after-hours bars are past 00:00 UTC).
+    assert rest.aggregates_path("AAPL", "1m", D, D) == (
+        "/v2/aggs/ticker/AAPL/range/1/minute/1709614800000/1709701199999"
     )
-    assert rest.aggregates_path("I:SPX", "1d", D, D + dt.timedelta(days=1)) == (
-        "/v2/aggs/ticker/I:SPX/range/1/day/2024-03-05/2024-03-06"
-    )
+    # Across the DST change (10 March 2024) the range is 23 h shorter than 6 whole days would be.
+    path = rest.aggregates_path("I:SPX", "1d", dt.date(2024, 3, 8), dt.date(2024, 3, 13))
+    first, last = (int(x) for x in path.rsplit("/", 2)[1:])
+    assert path.startswith("/v2/aggs/ticker/I:SPX/range/1/day/")
+    assert last + 1 - first == (6 * 24 - 1) * 3_600_000
     assert rest.aggregates_path("O:SPY251219C00650000", "1m", D, D).startswith(
         "/v2/aggs/ticker/O:SPY251219C00650000/"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -103,21 +104,37 @@ class MassiveRestHook(BaseHook):
         return session
 
     def aggregates(self, ticker: str, timeframe: str, start: dt.date, end: dt.date) -> Aggregates:
-        """All bars of ``ticker`` from start to end (inclusive), unadjusted, oldest first, every page."""
-        from marketbars.rest import PAGE_LIMIT, aggregates_path
+        """Every bar of ``ticker`` in the sessions start..end (inclusive), unadjusted, oldest first.
 
+        The range is sent as the millisecond bounds of the New York days, so a session's after-hours
+        bars (after midnight UTC in winter) are in it however the API reads a bare date.
+        """
+        from marketbars.rest import MAX_PAGES, PAGE_LIMIT, aggregates_path
+
+        what = f"{ticker} {timeframe} {start}..{end}"
         url: str | None = self.base_url + aggregates_path(ticker, timeframe, start, end)
         params: dict[str, Any] | None = {"adjusted": "false", "sort": "asc", "limit": PAGE_LIMIT}
         out = Aggregates()
+        seen: set[str] = set()
         while url:
-            body = self._get(url, params, out, what=f"{ticker} {timeframe} {start}..{end}")
+            body = self._get(url, params, out, what=what)
             out.results.extend(body.get("results") or [])  # "results": null happens: a gap, not an error
             if body.get("request_id"):
                 out.request_ids.append(str(body["request_id"]))
             out.delayed |= body.get("status") == "DELAYED"
             url, params = body.get("next_url"), None  # the cursor in next_url carries the query
-            if url and urlsplit(url).netloc != urlsplit(self.base_url).netloc:
-                raise MassiveApiError(f"{ticker}: next_url points at another host; the key is not sent there")
+            if url is None:
+                break
+            here, there = urlsplit(self.base_url), urlsplit(url)
+            if (there.scheme, there.netloc) != (here.scheme, here.netloc):
+                raise MassiveApiError(
+                    f"{what}: next_url points at another host or scheme; the key is not sent there"
+                )
+            if url in seen or len(seen) >= MAX_PAGES:
+                raise MassiveApiError(
+                    f"{what}: the API's pagination does not end (page {len(seen) + 1} repeats)"
+                )
+            seen.add(url)
         return out
 
     def _get(self, url: str, params: dict[str, Any] | None, out: Aggregates, what: str) -> dict[str, Any]:
@@ -146,13 +163,18 @@ class MassiveRestHook(BaseHook):
 
         try:
             response = self.session.get(url, params=params, timeout=self.timeout)
-            body = response.json() if response.content else {}
+            content = response.content
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             raise RetryableApiError(
                 f"{what}: {type(exc).__name__} (connection dropped or timed out)"
             ) from exc
-        except ValueError as exc:  # a body cut short is not JSON
-            raise RetryableApiError(f"{what}: HTTP {response.status_code} with an unreadable body") from exc
+        try:  # the status code decides; an error page need not be JSON
+            body = json.loads(content) if content else {}
+        except ValueError:
+            if response.status_code == 200:  # a 200 whose body is not JSON was cut short
+                raise RetryableApiError(f"{what}: HTTP 200 with an unreadable body") from None
+            body = {}
+        body = body if isinstance(body, dict) else {}
         status, message = body.get("status"), body.get("error") or body.get("message") or ""
         if response.status_code == 429:
             wait = retry_after_seconds(response.headers.get("Retry-After"))

@@ -23,8 +23,8 @@ class RestFillOperator(BaseOperator):
       ``trades`` kept; a session a flat file already holds is never overwritten;
     * a trading session with no bars (``results`` empty or null) is recorded as a gap
       (``market.rest_ledger.status = 'empty'``) and reported, never as complete;
-    * 401/403 / ``NOT_AUTHORIZED`` fails at once without retries, naming the ticker; the API key is
-      never logged.
+    * 401/403 / ``NOT_AUTHORIZED``, ``status: ERROR`` and other 4xx answers fail at once without
+      retries, naming the ticker; the API key is never logged.
 
     Returns (XCom): symbol, and per timeframe the sessions loaded, gaps, sessions held by flat
     files, bars and requests.
@@ -61,7 +61,7 @@ class RestFillOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from marketbars import warehouse
-        from marketbars.hooks.rest import MassiveNotAuthorizedError, MassiveRestHook
+        from marketbars.hooks.rest import MassiveApiError, MassiveRestHook
         from marketbars.hooks.warehouse import WarehouseHook
         from marketbars.ratelimit import PostgresRateLimiter
 
@@ -76,7 +76,7 @@ class RestFillOperator(BaseOperator):
                     continue
                 try:
                     result[timeframe] = self._fill(conn, hook, timeframe, sessions, context.get("run_id"))
-                except MassiveNotAuthorizedError as exc:
+                except MassiveApiError as exc:  # 401/403, status ERROR, other 4xx: a retry cannot help
                     raise AirflowFailException(str(exc)) from exc
             self.log.info("%s: waited %.1f s in total for the shared rate limit", self.symbol, limiter.waited)
         return result
