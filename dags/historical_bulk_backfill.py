@@ -35,6 +35,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, task, task_group
 
+from marketbars.assets import HISTORICAL_BARS
 from marketbars.dag_defaults import BUCKET_TEMPLATE, DEFAULT_ARGS, DOWNLOAD_DIR_TEMPLATE
 from marketbars.flatfiles import DATASETS, TIMEFRAMES
 from marketbars.operators.flatfile_download import FlatFileDownloadOperator
@@ -133,7 +134,7 @@ with DAG(
             max_active_tis_per_dagrun=2,  # COPY is bound by one PostgreSQL backend's CPU per load
         )
 
-    @task(trigger_rule="all_done")
+    @task(trigger_rule="all_done", outlets=[HISTORICAL_BARS])
     def summarize(
         results: list[list[dict[str, Any]]] | None, batches: list[list[str]] | None, symbols: list[str] | None
     ) -> dict[str, int]:
@@ -142,12 +143,13 @@ with DAG(
         from airflow.sdk.exceptions import AirflowFailException
 
         from marketbars.backfill import summarize as build_summary
+        from marketbars.mapped import outputs
 
         if batches is None or symbols is None:
             raise AirflowFailException(
                 "the run failed before loading (see plan_sessions / prepare_warehouse)"
             )
-        summary = build_summary(results or [], batches)
+        summary = build_summary(outputs(results, each=list), batches)
         print("\n".join(summary.lines))
         if summary.missing_sessions:
             missing = summary.missing_sessions

@@ -32,22 +32,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from airflow.sdk import DAG, CronTriggerTimetable, Param, task, task_group
+from airflow.sdk import DAG, CronTriggerTimetable, Param, task
 
-from marketbars.dag_defaults import BUCKET_TEMPLATE, DEFAULT_ARGS, DOWNLOAD_DIR_TEMPLATE
-from marketbars.operators.flatfile_download import FlatFileDownloadOperator
-from marketbars.operators.flatfile_load import FlatFileLoadOperator
-from marketbars.operators.rest_fill import RestFillOperator
-
-RATE_TEMPLATE = "{{ var.value.get('massive_api_requests_per_minute', 5) }}"
-ITEM_LABEL = (
-    "{{ task.dataset }} {{ task.timeframe }} "
-    "{{ task.sessions[0] if task.sessions | length == 1 else task.sessions[0] ~ '..' ~ task.sessions[-1] }}"
-)
-LOAD_LABEL = (
-    "{{ task.dataset }} {{ task.timeframe }} {{ task.files[0]['session'] if task.files | length == 1 "
-    "else task.files[0]['session'] ~ '..' ~ task.files[-1]['session'] }}"
-)
+from marketbars.assets import HISTORICAL_BARS
+from marketbars.dag_defaults import DEFAULT_ARGS
+from marketbars.dag_parts import flatfile_loads, rest_fills
 
 with DAG(
     dag_id="watchlist_daily_backfill",
@@ -86,32 +75,7 @@ with DAG(
     def rest_work(routed: dict[str, Any]) -> list[dict[str, Any]]:
         return routed["rest"]
 
-    @task_group(group_id="flatfiles")
-    def flatfiles(
-        dataset: str, timeframe: str, sessions: list[str], symbols: list[str]
-    ) -> FlatFileLoadOperator:
-        download = FlatFileDownloadOperator(
-            task_id="download",
-            dataset=dataset,
-            timeframe=timeframe,
-            sessions=sessions,
-            bucket=BUCKET_TEMPLATE,
-            download_dir=DOWNLOAD_DIR_TEMPLATE,
-            map_index_template=ITEM_LABEL,
-        )
-        return FlatFileLoadOperator(
-            task_id="load",
-            dataset=dataset,
-            timeframe=timeframe,
-            files=download.output,
-            symbols=symbols,
-            bucket=BUCKET_TEMPLATE,
-            download_dir=DOWNLOAD_DIR_TEMPLATE,
-            map_index_template=LOAD_LABEL,
-            max_active_tis_per_dagrun=2,
-        )
-
-    @task(trigger_rule="all_done")
+    @task(trigger_rule="all_done", outlets=[HISTORICAL_BARS])
     def summarize(
         routed: dict[str, Any] | None,
         loads: list[list[dict[str, Any]]] | None,
@@ -120,14 +84,9 @@ with DAG(
         """Per-symbol sessions and bars by source, and gaps; fails the run if planned work did not happen."""
         from marketbars.daily_tasks import summarize_run
 
-        return summarize_run(routed, loads or [], fills or [])
+        return summarize_run(routed, loads, fills)
 
     routed = plan()
-    loads = flatfiles.expand_kwargs(flatfile_work(routed))
-    fills = RestFillOperator.partial(
-        task_id="rest_fill",
-        pool="massive_api",
-        requests_per_minute=RATE_TEMPLATE,
-        map_index_template="{{ task.symbol }}",
-    ).expand_kwargs(rest_work(routed))
+    loads = flatfile_loads(flatfile_work(routed))
+    fills = rest_fills(rest_work(routed))
     summarize(routed, loads.output, fills.output)

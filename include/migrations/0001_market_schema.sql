@@ -85,6 +85,7 @@ CREATE TABLE market.ingest_ledger (
     rows_read        bigint      NOT NULL,  -- data lines in the file, every ticker
     rows_loaded      bigint      NOT NULL,
     rows_quarantined bigint      NOT NULL,
+    empty_symbols    text[],                -- selected symbols the file has no row for at all (NULL for '*')
     load_seconds     double precision,
     run_id           text,
     loaded_at        timestamptz NOT NULL DEFAULT now(),

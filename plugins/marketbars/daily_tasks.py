@@ -25,7 +25,7 @@ def plan_for_run(params: Mapping[str, Any], dag_run: Any) -> dict[str, Any]:
     files = MassiveFlatFilesHook(bucket=Variable.get("massive_flatfiles_bucket", default="flatfiles"))
     try:
         files.get_connection(files.aws_conn_id)
-        list_keys = files.keys
+        list_keys = files.objects
     except AirflowNotFoundException:
         list_keys = None
     with WarehouseHook().connect() as conn:
@@ -65,10 +65,11 @@ def summarize_run(
 
     from marketbars import daily, warehouse
     from marketbars.hooks.warehouse import WarehouseHook
+    from marketbars.mapped import outputs
 
     if routed is None:
         raise AirflowFailException("the run failed before loading anything (see the plan task)")
-    gaps, missing, failed = daily.check_results(routed, list(loads), list(fills))
+    gaps, missing, failed = daily.check_results(routed, outputs(loads, each=list), outputs(fills, each=dict))
     window = routed["history"] or routed["refresh"]
     rows: list[tuple[str, str, str, int, int]] = []
     if window:

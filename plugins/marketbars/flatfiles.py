@@ -72,3 +72,8 @@ def symbol_problems(dataset: str, symbols: Iterable[str]) -> list[str]:
     if duplicates:
         problems.append(f"symbols listed more than once: {', '.join(duplicates)}")
     return problems
+
+
+def dataset_of(ticker: str) -> str:
+    """The dataset a vendor ticker belongs to, from its form."""
+    return "indices" if ticker.startswith("I:") else "options" if ticker.startswith("O:") else "stocks"

@@ -305,12 +305,12 @@ def replace_session(
             window,
         ).fetchone()
         if not occupied:
-            loaded, quarantined = _copy_file(cur, sql.SQL("market.historical_bars"), reader, version)
+            loaded, quarantined, present = _copy_file(cur, sql.SQL("market.historical_bars"), reader, version)
         else:
             cur.execute(
                 "CREATE TEMPORARY TABLE flatfile_incoming (LIKE market.historical_bars) ON COMMIT DROP"
             )
-            loaded, quarantined = _copy_file(cur, sql.SQL("flatfile_incoming"), reader, version)
+            loaded, quarantined, present = _copy_file(cur, sql.SQL("flatfile_incoming"), reader, version)
             cur.execute("ANALYZE flatfile_incoming")
             cur.execute(sql.SQL(_MERGE_CHANGES).format(w=in_window), window)
             cur.execute(_MERGE_DELETE, window[:3])
@@ -348,13 +348,15 @@ def replace_session(
         cur.execute(
             """INSERT INTO market.ingest_ledger AS l (
                    dataset, timeframe, session_date, selection_key, symbols, s3_key, etag, size_bytes,
-                   last_modified, rows_read, rows_loaded, rows_quarantined, load_seconds, run_id, loaded_at)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+                   last_modified, rows_read, rows_loaded, rows_quarantined, empty_symbols, load_seconds,
+                   run_id, loaded_at)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
                ON CONFLICT (dataset, timeframe, session_date, selection_key) DO UPDATE SET
                    symbols = EXCLUDED.symbols, s3_key = EXCLUDED.s3_key, etag = EXCLUDED.etag,
                    size_bytes = EXCLUDED.size_bytes, last_modified = EXCLUDED.last_modified,
                    rows_read = EXCLUDED.rows_read, rows_loaded = EXCLUDED.rows_loaded,
-                   rows_quarantined = EXCLUDED.rows_quarantined, load_seconds = EXCLUDED.load_seconds,
+                   rows_quarantined = EXCLUDED.rows_quarantined, empty_symbols = EXCLUDED.empty_symbols,
+                   load_seconds = EXCLUDED.load_seconds,
                    run_id = EXCLUDED.run_id, loaded_at = now()""",
             (
                 version.dataset,
@@ -369,6 +371,7 @@ def replace_session(
                 counts.rows_read,
                 counts.rows_loaded,
                 counts.rows_quarantined,
+                None if list(symbols) == [ALL_TICKERS] else sorted(set(symbols) - present),
                 counts.seconds,
                 run_id,
             ),
@@ -400,8 +403,9 @@ _MERGE_INSERT = """
 
 def _copy_file(
     cur: psycopg.Cursor, target: sql.Composable, reader: FlatFileReader, version: FlatFileVersion
-) -> tuple[int, list[pa.Table]]:
-    """COPY the file's valid rows into target as they are parsed; return (rows, quarantine tables).
+) -> tuple[int, list[pa.Table], set[str]]:
+    """COPY the file's valid rows into target as they are parsed; return (rows, quarantine tables,
+    symbols the file has rows for, valid or quarantined).
 
     A file that cannot be streamed is discovered part-way: the savepoint drops what was copied
     and the file is read again whole.
@@ -416,19 +420,22 @@ def _copy_file(
 
 def _copy_chunks(
     cur: psycopg.Cursor, target: sql.Composable, chunks: Iterator[Chunk], timeframe: str
-) -> tuple[int, list[pa.Table]]:
+) -> tuple[int, list[pa.Table], set[str]]:
     loaded, quarantined = 0, []
 
     def batches() -> Iterator[pa.RecordBatch]:
         nonlocal loaded
         for chunk in chunks:
             loaded += chunk.bars.num_rows
+            symbols.update(pc.unique(chunk.bars["symbol"]).to_pylist())
             if chunk.quarantined.num_rows:
                 quarantined.append(chunk.quarantined)
+                symbols.update(pc.unique(chunk.quarantined["symbol"]).drop_null().to_pylist())
             yield from _with_constants(chunk.bars, timeframe, "flatfile")
 
+    symbols: set[str] = set()
     _copy_batches(cur, target, COPY_SCHEMA, batches())
-    return loaded, quarantined
+    return loaded, quarantined, symbols
 
 
 def _with_constants(bars: pa.Table, timeframe: str, source: str) -> Iterator[pa.RecordBatch]:

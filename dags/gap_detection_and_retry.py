@@ -1,0 +1,102 @@
+"""
+### Gap detection and retry
+
+Measures, every day after fresh data, whether `market.historical_bars` holds what the XNYS calendar
+says it should, repairs what it can, explains what it cannot, and alerts when a gap ages.
+
+Runs when `market.historical_bars` is updated (the Asset the backfills produce), and manually.
+
+**Params**
+- `lookback_days` (default 30): the trading sessions of the last this many calendar days.
+- `symbols` (list): tickers to check; empty = the active watchlist.
+
+**What it does**
+1. `detect_gaps` counts, in one SQL pass over the primary key, the bars of every (symbol,
+   timeframe `1m`/`1d`, session) cell and classifies it: `complete`; `partial` (a liquid symbol
+   below `gaps_coverage_threshold`, default 0.95, of its regular-session minutes: 390, or 210 on an
+   early close); `missing`; or `no_trading` (the vendor's flat file was loaded and holds none).
+   Indices must print every minute; options need one bar. It opens gaps in `market.backfill_gaps`
+   (also for a flat file whose ETag changed since it was loaded), re-checks open ones, and routes
+   those due for a retry: through the flat file when it is published, through REST otherwise.
+2. `flatfiles.*` and `rest_fill` retry them (mapped per file batch and per symbol).
+3. `verify_and_report` re-counts: a filled gap closes; otherwise its attempts grow and the next
+   retry backs off exponentially (`gaps_backoff_hours`, default 12, doubling, at most 7 days) until
+   `gaps_max_attempts` (default 5) make it `unfillable`, with the reason. It writes
+   `completeness.json` and a heatmap `completeness.png` under `market_reports_dir`/<date>/ (and to
+   `market_reports_s3_uri` if set), and raises an alert for every gap open more than 1 trading
+   session (warning) or 7 (critical).
+
+Connections: `market_db`, `massive_s3` (optional), `massive_api`. Pool: `massive_api`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.sdk import DAG, Param, task
+
+from marketbars.assets import HISTORICAL_BARS
+from marketbars.dag_defaults import DEFAULT_ARGS
+from marketbars.dag_parts import flatfile_loads, rest_fills
+
+with DAG(
+    dag_id="gap_detection_and_retry",
+    description="Completeness against the XNYS calendar: find gaps, retry them, report, alert",
+    schedule=[HISTORICAL_BARS],
+    start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    doc_md=__doc__,
+    tags=["market-data", "gaps", "quality"],
+    params={
+        "lookback_days": Param(
+            30,
+            type="integer",
+            minimum=1,
+            maximum=366,
+            title="Lookback (calendar days)",
+            description="Check the trading sessions of the last this many days, ending at the run's date.",
+        ),
+        "symbols": Param(
+            [],
+            type="array",
+            items={"type": "string", "minLength": 1, "maxLength": 32},
+            uniqueItems=True,
+            title="Symbols",
+            description="Vendor tickers to check (AAPL, I:SPX, O:...). Empty: the active watchlist.",
+        ),
+    },
+) as dag:
+
+    @task
+    def detect_gaps(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+        """Classify every cell, open and close gaps, route the due retries."""
+        from marketbars.gap_tasks import detect
+
+        return detect(params, dag_run)
+
+    @task
+    def flatfile_work(plan: dict[str, Any]) -> list[dict[str, Any]]:
+        return plan["flatfile"]
+
+    @task
+    def rest_work(plan: dict[str, Any]) -> list[dict[str, Any]]:
+        return plan["rest"]
+
+    @task(trigger_rule="all_done")
+    def verify_and_report(
+        plan: dict[str, Any] | None,
+        loads: list[list[dict[str, Any]]] | None,
+        fills: list[dict[str, Any]] | None,
+    ) -> dict[str, Any]:
+        """Settle the retried gaps, write the report, alert on aging gaps."""
+        from marketbars.gap_tasks import verify
+
+        return verify(plan, loads, fills)
+
+    plan = detect_gaps()
+    loads = flatfile_loads(flatfile_work(plan))
+    fills = rest_fills(rest_work(plan))
+    verify_and_report(plan, loads.output, fills.output)

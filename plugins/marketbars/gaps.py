@@ -1,0 +1,181 @@
+"""Rules of completeness: what a (symbol, timeframe, session) cell should hold, how it is classified,
+when its gap is retried, and when an open gap alerts. Pure: no database, no Airflow."""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from marketbars import trading_calendar
+
+STATES = ("complete", "partial", "missing", "no_trading")
+
+
+@dataclass(frozen=True)
+class Settings:
+    coverage: float = 0.95  # a liquid symbol's session is partial below this share of regular minutes
+    liquid_median: float = 0.8  # a stock is liquid when its median coverage over traded sessions reaches this
+    max_attempts: int = 5  # retries before an open gap becomes unfillable
+    backoff_base: dt.timedelta = dt.timedelta(hours=12)  # the wait after the first failed retry, doubling
+    backoff_cap: dt.timedelta = dt.timedelta(days=7)
+    warning_after: int = 1  # an open gap older than this many trading sessions raises a warning
+    critical_after: int = 7  # ... and older than this many, a critical alert
+
+
+def expected_bars(asset_class: str, timeframe: str, hours: trading_calendar.SessionHours) -> int:
+    """Bars a cell should hold: every regular-session minute (390, or 210 on an early close) for stocks
+    and indices, one daily bar, and for an option (traded now and then) at least one bar."""
+    if timeframe == "1d" or asset_class == "options":
+        return 1
+    return hours.regular_minutes
+
+
+def coverage(found: int, expected: int) -> float:
+    return min(1.0, found / expected) if expected else 1.0
+
+
+def liquid_symbols(
+    coverages: Mapping[str, Iterable[float]], asset_classes: Mapping[str, str], settings: Settings
+) -> set[str]:
+    """Symbols held to the partial-coverage threshold: indices always (they print every minute),
+    stocks whose median regular-session coverage over the sessions they traded reaches
+    ``liquid_median``; never options."""
+    liquid = set()
+    for symbol, asset_class in asset_classes.items():
+        if asset_class == "indices":
+            liquid.add(symbol)
+        elif asset_class == "stocks":
+            traded = [c for c in coverages.get(symbol, ()) if c > 0]
+            if traded and statistics.median(traded) >= settings.liquid_median:
+                liquid.add(symbol)
+    return liquid
+
+
+def classify(
+    *,
+    asset_class: str,
+    timeframe: str,
+    expected: int,
+    found: int,
+    total: int,
+    liquid: bool,
+    vendor_has_none: bool,
+    settings: Settings,
+) -> str:
+    """complete, partial, missing or no_trading.
+
+    found counts the bars that meet the expectation (regular-session minutes for 1m stocks and
+    indices), total every bar of the session. vendor_has_none: the vendor's canonical flat file
+    for the session was loaded for this symbol and holds none of its bars.
+    """
+    if total == 0:
+        return "no_trading" if vendor_has_none else "missing"
+    if timeframe == "1m" and asset_class != "options" and liquid and found < settings.coverage * expected:
+        return "partial"
+    return "complete"
+
+
+def retry_delay(attempts: int, settings: Settings) -> dt.timedelta:
+    """The wait before the next retry after ``attempts`` failed ones: exponential, capped."""
+    return min(settings.backoff_base * 2 ** max(0, attempts - 1), settings.backoff_cap)
+
+
+def sessions_open(first_seen: dt.date, run_date: dt.date) -> int:
+    """How many trading sessions a gap first seen on first_seen has stayed open by run_date."""
+    if run_date <= first_seen:
+        return 0
+    return len(trading_calendar.sessions_between(first_seen + dt.timedelta(days=1), run_date))
+
+
+def alert_level(sessions: int, settings: Settings) -> str | None:
+    if sessions > settings.critical_after:
+        return "critical"
+    if sessions > settings.warning_after:
+        return "warning"
+    return None
+
+
+@dataclass(frozen=True)
+class Cell:
+    symbol: str
+    asset_class: str
+    timeframe: str
+    session: dt.date
+    expected: int
+    found: int
+    total: int
+    state: str
+
+    @property
+    def key(self) -> tuple[str, str, dt.date]:
+        return (self.symbol, self.timeframe, self.session)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "symbol": self.symbol,
+            "timeframe": self.timeframe,
+            "session": self.session.isoformat(),
+            "expected": self.expected,
+            "found": self.found,
+            "bars": self.total,
+            "state": self.state,
+        }
+
+
+def replaced_cells(
+    loaded: Iterable[tuple[str, str, dt.date, str, str, Sequence[str] | None]],
+    current_etags: Mapping[str, str],
+    asset_classes: Mapping[str, str],
+) -> set[tuple[str, str, dt.date]]:
+    """Cells whose flat file changed since it was loaded: the object's ETag differs from the ledger's.
+
+    loaded: (dataset, timeframe, session, s3_key, etag, symbols or None for every ticker).
+    """
+    cells = set()
+    for dataset, timeframe, session, key, etag, symbols in loaded:
+        current = current_etags.get(key)
+        if current is None or current == etag:
+            continue
+        for symbol, asset_class in asset_classes.items():
+            if asset_class == dataset and (symbols is None or symbol in symbols):
+                cells.add((symbol, timeframe, session))
+    return cells
+
+
+def route_retries(
+    due: Iterable[tuple[str, str, dt.date]],
+    asset_classes: Mapping[str, str],
+    object_exists: Callable[[str, str, dt.date], bool] | None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[tuple[str, str, dt.date], str]]:
+    """Due gaps to work: through the flat file when it is published (one item per dataset, timeframe
+    and symbol set, sessions batched), else through REST (one item per symbol). Never a symbols x
+    sessions cross product. Returns (flat-file work, REST work, route of each gap)."""
+    from marketbars.backfill import batch_sessions
+
+    by_file: dict[tuple[str, str, dt.date], list[str]] = {}
+    rest: dict[str, dict[str, list[str]]] = {}
+    routes: dict[tuple[str, str, dt.date], str] = {}
+    for symbol, timeframe, session in sorted(due):
+        dataset = asset_classes[symbol]
+        if object_exists is not None and object_exists(dataset, timeframe, session):
+            by_file.setdefault((dataset, timeframe, session), []).append(symbol)
+            routes[(symbol, timeframe, session)] = "flatfile"
+        else:
+            rest.setdefault(symbol, {}).setdefault(timeframe, []).append(session.isoformat())
+            routes[(symbol, timeframe, session)] = "rest"
+    grouped: dict[tuple[str, str, tuple[str, ...]], list[dt.date]] = {}
+    for (dataset, timeframe, session), symbols in sorted(by_file.items()):
+        grouped.setdefault((dataset, timeframe, tuple(sorted(symbols))), []).append(session)
+    flat = [
+        {"dataset": dataset, "timeframe": timeframe, "sessions": batch, "symbols": list(symbols)}
+        for (dataset, timeframe, symbols), sessions in sorted(grouped.items())
+        for batch in batch_sessions(sessions, max_instances=40)
+    ]
+    rest_work = [
+        {"symbol": symbol, "dataset": asset_classes[symbol], "sessions": sessions}
+        for symbol, sessions in sorted(rest.items())
+    ]
+    return flat, rest_work, routes
