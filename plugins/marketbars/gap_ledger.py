@@ -23,30 +23,42 @@ class Counts:
     total: int  # every bar of the session's New York day
 
 
-def count_cells(conn: Any, symbols: Sequence[str], sessions: Sequence[SessionHours]) -> dict[Key, Counts]:
-    """Bars per (symbol, timeframe, session), counted in one pass over the primary key's index.
+# One statement, one index-only range scan of the primary key (symbol, timeframe, ts) per cell: no
+# bar is converted to a local date, and no cell costs a round trip.
+COUNT_CELLS = """
+    SELECT sym, t.tf, s.day, c.regular, c.total
+    FROM unnest(%s::text[]) AS sym
+    CROSS JOIN (VALUES ('1m'), ('1d')) AS t(tf)
+    CROSS JOIN unnest(%s::date[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[])
+         AS s(day, open_ts, close_ts, day_start, day_end)
+    CROSS JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE t.tf = '1d' OR (b.ts >= s.open_ts AND b.ts < s.close_ts)) AS regular,
+               count(*) AS total
+        FROM market.historical_bars b
+        WHERE b.symbol = sym AND b.timeframe = t.tf AND b.ts >= s.day_start AND b.ts < s.day_end
+    ) AS c
+    WHERE c.total > 0"""
 
-    The scan is ``symbol = ANY(..) AND timeframe IN ('1m', '1d') AND ts`` in the window: an index
-    (only) range scan of (symbol, timeframe, ts) per symbol; bars are assigned to sessions by their
-    New York date. Cells without bars are absent.
-    """
+
+def count_cells(conn: Any, symbols: Sequence[str], sessions: Sequence[SessionHours]) -> dict[Key, Counts]:
+    """Bars per (symbol, timeframe, session): regular-session bars (the daily bar for 1d) and all of
+    the session's New York day. Cells without bars are absent."""
     if not symbols or not sessions:
         return {}
-    days = [s.session for s in sessions]
-    start, _ = day_window(min(days))
-    _, end = day_window(max(days))
-    rows = conn.execute(
-        """SELECT b.symbol, b.timeframe, s.day,
-                  count(*) FILTER (WHERE b.timeframe = '1d' OR (b.ts >= s.open_ts AND b.ts < s.close_ts)),
-                  count(*)
-           FROM market.historical_bars b
-           JOIN unnest(%s::date[], %s::timestamptz[], %s::timestamptz[]) AS s(day, open_ts, close_ts)
-             ON s.day = (b.ts AT TIME ZONE 'America/New_York')::date
-           WHERE b.symbol = ANY(%s) AND b.timeframe IN ('1m', '1d') AND b.ts >= %s AND b.ts < %s
-           GROUP BY 1, 2, 3""",
-        (days, [s.open for s in sessions], [s.close for s in sessions], list(symbols), start, end),
-    ).fetchall()
+    rows = conn.execute(COUNT_CELLS, count_cells_args(symbols, sessions)).fetchall()
     return {(symbol, tf, day): Counts(regular, total) for symbol, tf, day, regular, total in rows}
+
+
+def count_cells_args(symbols: Sequence[str], sessions: Sequence[SessionHours]) -> tuple[Any, ...]:
+    windows = [day_window(s.session) for s in sessions]
+    return (
+        list(symbols),
+        [s.session for s in sessions],
+        [s.open for s in sessions],
+        [s.close for s in sessions],
+        [w[0] for w in windows],
+        [w[1] for w in windows],
+    )
 
 
 def vendor_empty_cells(conn: Any, symbols: Sequence[str], days: Sequence[dt.date]) -> set[Key]:
