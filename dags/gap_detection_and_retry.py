@@ -17,8 +17,10 @@ Runs when `market.historical_bars` is updated (the Asset the backfills produce),
    early close); `missing`; or `no_trading` (the vendor's flat file was loaded and holds none).
    Indices must print every minute; options need one bar. It opens gaps in `market.backfill_gaps`
    (also for a flat file whose ETag changed since it was loaded), re-checks open ones, and routes
-   those due for a retry: through the flat file when it is published, through REST otherwise.
-2. `flatfiles.*` and `rest_fill` retry them (mapped per file batch and per symbol).
+   those due for a retry, alternating: through the flat file when it is published, through REST
+   the next time (or when it is not).
+2. `flatfiles.*` and `rest_fill` retry them (mapped per file batch and per symbol); the REST fill
+   only adds the bars a flat-file session lacks, never overwriting one.
 3. `verify_and_report` re-counts: a filled gap closes; otherwise its attempts grow and the next
    retry backs off exponentially (`gaps_backoff_hours`, default 12, doubling, at most 7 days) until
    `gaps_max_attempts` (default 5) make it `unfillable`, with the reason. It writes

@@ -55,14 +55,14 @@ def _summary_lines(log_path: Path) -> list[str]:
     return lines[start : end + 1]
 
 
-def _run_daily(env: dict[str, str], run_date: dt.date, log_path: Path) -> None:
+def _run_scheduled(env: dict[str, str], dag_id: str, run_date: dt.date, log_path: Path) -> None:
+    """A scheduled DAG's run for run_date; prints what its tasks logged through the project's loggers."""
     logical = dt.datetime.combine(run_date, dt.time(20, 15), NEW_YORK).isoformat()
-    print(f"$ airflow dags test watchlist_daily_backfill {logical}", flush=True)
-    seconds = _airflow(["dags", "test", "watchlist_daily_backfill", logical], env, log_path)
-    text = log_path.read_text(errors="replace").splitlines()
-    for line in text:
+    print(f"$ airflow dags test {dag_id} {logical}", flush=True)
+    seconds = _airflow(["dags", "test", dag_id, logical], env, log_path)
+    for line in log_path.read_text(errors="replace").splitlines():
         message = line.split("] ", 1)[-1] if "] " in line else line
-        if "marketbars.daily_tasks" in line:  # the plan and the per-symbol summary
+        if "marketbars.daily_tasks" in line or "marketbars.gap_tasks" in line or "marketbars.alerts" in line:
             print("   ", message.split(" [marketbars")[0].strip())
     print(f"    ({seconds:.0f} s through Airflow; full log: {log_path.relative_to(ROOT)})")
 
@@ -73,6 +73,35 @@ def _run_backfill(env: dict[str, str], conf: dict, log_path: Path) -> None:
     for line in _summary_lines(log_path):
         print("   ", line)
     print(f"    ({seconds:.0f} s through Airflow; full log: {log_path.relative_to(ROOT)})")
+
+
+def _punch_holes(db: Postgres, last_session: dt.date) -> list[str]:
+    """Delete a whole published session of one symbol and most of the latest session of another."""
+    first = sessions_between(DEMO_START, DEMO_END)[2]
+    holes = [
+        ("AAPL", first, dt.time(0), dt.time(23, 59)),
+        ("MSFT", last_session, dt.time(11, 0), dt.time(16, 0)),
+    ]
+    with db.connect() as conn:
+        for symbol, day, start, end in holes:
+            conn.execute(
+                "DELETE FROM market.historical_bars WHERE symbol = %s AND timeframe = '1m'"
+                " AND ts >= %s AND ts <= %s",
+                (symbol, dt.datetime.combine(day, start, NEW_YORK), dt.datetime.combine(day, end, NEW_YORK)),
+            )
+    return [f"{symbol} 1m {day} {start:%H:%M}-{end:%H:%M} ET" for symbol, day, start, end in holes]
+
+
+def _print_gap_ledger(db: Postgres) -> None:
+    with db.connect() as conn:
+        rows = conn.execute(
+            """SELECT status, kind, timeframe, count(*), sum(attempts),
+                      string_agg(DISTINCT symbol, ', ' ORDER BY symbol)
+               FROM market.backfill_gaps GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
+        ).fetchall()
+    print("    market.backfill_gaps:")
+    for status, kind, timeframe, count, attempts, symbols in rows:
+        print(f"      {status:<10} {kind:<14} {timeframe}: {count:>3} gaps, {attempts} attempts ({symbols})")
 
 
 NY_TS = "(ts AT TIME ZONE 'America/New_York')"
@@ -171,6 +200,8 @@ def main() -> None:
             "AIRFLOW_CONN_MASSIVE_API": json.dumps(api.airflow_connection()),
             "AIRFLOW_VAR_MASSIVE_API_REQUESTS_PER_MINUTE": "600",  # the loopback server's "plan"
             "AIRFLOW_VAR_WATCHLIST_INITIAL_HISTORY_SESSIONS": "20",
+            "AIRFLOW_VAR_MARKET_REPORTS_DIR": str(WORKDIR / "reports"),
+            "AIRFLOW_VAR_GAPS_BACKOFF_HOURS": "0",  # retry at once, to show the second run
         }
         _section("Airflow metadata database")
         seconds = _airflow(["db", "migrate"], env, logs / "db-migrate.log")
@@ -199,8 +230,26 @@ def main() -> None:
             f"5. The daily backfill for {next_session}, after AMD joins the watchlist: flat files where "
             "published, REST for the rest"
         )
-        _run_daily(env, next_session, logs / "run-daily.log")
+        _run_scheduled(env, "watchlist_daily_backfill", next_session, logs / "run-daily.log")
         print(f"    REST requests served: {len(api.log)}")
+        _section(
+            f"6. Holes punched into the warehouse, then gap_detection_and_retry for {next_session}: "
+            "found, repaired from flat files or REST, reported"
+        )
+        for hole in _punch_holes(db, next_session):
+            print(f"    deleted {hole}")
+        served = len(api.log)
+        _run_scheduled(env, "gap_detection_and_retry", next_session, logs / "run-gaps.log")
+        print(f"    REST requests served: {len(api.log) - served}")
+        _print_gap_ledger(db)
+        _section(
+            "7. gap_detection_and_retry again (backoff set to 0 for the demo): what the flat files could "
+            "not fill is retried through REST"
+        )
+        served = len(api.log)
+        _run_scheduled(env, "gap_detection_and_retry", next_session, logs / "run-gaps-again.log")
+        print(f"    REST requests served: {len(api.log) - served}")
+        _print_gap_ledger(db)
     _report(db)
 
 

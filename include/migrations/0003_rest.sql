@@ -3,12 +3,13 @@
 
 -- One row per (symbol, timeframe, session) the REST API was asked for. status: 'loaded' (bars
 -- written), 'empty' (no bars for a trading session: a gap, not complete), 'flatfile' (a flat file
--- already holds the session; flat files are canonical, so nothing was written).
+-- already holds the session; flat files are canonical, so nothing was written), 'patched' (gap
+-- repair: REST bars written only at the minutes the flat-file session lacks).
 CREATE TABLE market.rest_ledger (
     symbol           text        NOT NULL,
     timeframe        text        NOT NULL,
     session_date     date        NOT NULL,
-    status           text        NOT NULL CHECK (status IN ('loaded', 'empty', 'flatfile')),
+    status           text        NOT NULL CHECK (status IN ('loaded', 'empty', 'flatfile', 'patched')),
     rows_loaded      bigint      NOT NULL,
     rows_quarantined bigint      NOT NULL,
     requests         integer     NOT NULL,  -- HTTP requests for the symbol's range, retries included

@@ -197,6 +197,17 @@ def due_gaps(conn: Any, symbols: Sequence[str]) -> list[Gap]:
     return [Gap(*row) for row in rows]
 
 
+def quarantined_rows(conn: Any, dataset: str, key: Key) -> dict[str, int]:
+    """Quarantined source rows of a cell (flat file or REST), by reason: why a retry may not fill it."""
+    symbol, timeframe, session = key
+    rows = conn.execute(
+        """SELECT reason, count(*) FROM market.quarantine
+           WHERE dataset = %s AND timeframe = %s AND session_date = %s AND symbol = %s GROUP BY reason""",
+        (dataset, timeframe, session, symbol),
+    ).fetchall()
+    return dict(rows)
+
+
 def evaluate(
     conn: Any, asset_classes: Mapping[str, str], days: Sequence[dt.date], settings: gaps.Settings
 ) -> list[gaps.Cell]:

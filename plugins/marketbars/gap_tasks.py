@@ -106,7 +106,9 @@ def detect(params: Mapping[str, Any], dag_run: Any) -> dict[str, Any]:
                     filled.append(cell.key)
             elif gap_ledger.close_gap(conn, cell.key, status="unfillable", found=0, error=_VENDOR_HAS_NONE):
                 explained.append(cell.key)
-        due = [g.key for g in gap_ledger.due_gaps(conn, list(classes))]
+        due = {
+            g.key: gaps.tries_flat_file(g.attempts, g.kind) for g in gap_ledger.due_gaps(conn, list(classes))
+        }
     exists = None if etags is None else (lambda d, tf, s: flatfiles.object_key(d, tf, s) in etags)
     flat, rest, routes = gaps.route_retries(due, classes, exists)
     log.info(
@@ -198,7 +200,7 @@ def verify(plan: Mapping[str, Any] | None, loads: Any, fills: Any) -> dict[str, 
             else:
                 error = (
                     errors.get(key) or f"still {cell.state}: {cell.found} of {cell.expected} bars expected"
-                )
+                ) + _quarantined_note(gap_ledger.quarantined_rows(conn, classes[symbol], key))
                 [gap] = [g for g in gap_ledger.list_gaps(conn, symbols=[symbol]) if g.key == key]
                 status = gap_ledger.record_failed_attempt(
                     conn,
@@ -239,6 +241,14 @@ def verify(plan: Mapping[str, Any] | None, loads: Any, fills: Any) -> dict[str, 
         "unfillable": len(events["unfillable"]),
         "open": len(still_open),
     }
+
+
+def _quarantined_note(reasons: Mapping[str, int]) -> str:
+    if not reasons:
+        return ""
+    return "; the source's rows for it were quarantined: " + ", ".join(
+        f"{reason} x{count}" for reason, count in sorted(reasons.items())
+    )
 
 
 def _alert(still_open: Iterable[Any], run_date: dt.date, settings: Any) -> None:

@@ -17,7 +17,6 @@ STATES = ("complete", "partial", "missing", "no_trading")
 @dataclass(frozen=True)
 class Settings:
     coverage: float = 0.95  # a liquid symbol's session is partial below this share of regular minutes
-    liquid_median: float = 0.8  # a stock is liquid when its median coverage over traded sessions reaches this
     max_attempts: int = 5  # retries before an open gap becomes unfillable
     backoff_base: dt.timedelta = dt.timedelta(hours=12)  # the wait after the first failed retry, doubling
     backoff_cap: dt.timedelta = dt.timedelta(days=7)
@@ -40,16 +39,22 @@ def coverage(found: int, expected: int) -> float:
 def liquid_symbols(
     coverages: Mapping[str, Iterable[float]], asset_classes: Mapping[str, str], settings: Settings
 ) -> set[str]:
-    """Symbols held to the partial-coverage threshold: indices always (they print every minute),
-    stocks whose median regular-session coverage over the sessions they traded reaches
-    ``liquid_median``; never options."""
+    """Symbols held to the partial-coverage threshold: indices always (they print every minute);
+    never options; stocks whose median regular-session coverage, over the sessions they traded, is
+    at least halfway from the threshold to every minute (0.975 for 0.95).
+
+    The margin keeps a stock's ordinary minute-to-minute thinness from reading as a gap: one that
+    normally trades in 90 % of minutes (an ETF such as DIA) is not short on a 90 % day, and one at
+    97.5 % needs a full session about three standard deviations below its norm to fall under 95 %.
+    """
+    floor = (1 + settings.coverage) / 2
     liquid = set()
     for symbol, asset_class in asset_classes.items():
         if asset_class == "indices":
             liquid.add(symbol)
         elif asset_class == "stocks":
             traded = [c for c in coverages.get(symbol, ()) if c > 0]
-            if traded and statistics.median(traded) >= settings.liquid_median:
+            if traded and statistics.median(traded) >= floor:
                 liquid.add(symbol)
     return liquid
 
@@ -145,22 +150,34 @@ def replaced_cells(
     return cells
 
 
+def tries_flat_file(attempts: int, kind: str) -> bool:
+    """Whether a gap's next retry goes through its flat file (when published) rather than REST.
+
+    Retries alternate, the flat file first: a file already loaded at its current version cannot give
+    what it lacks (a row it had was quarantined, or it never had the minutes), and REST may; a
+    failure of either (a late file, an empty answer) gets the other next time. A replaced file is
+    always re-ingested from the file.
+    """
+    return kind == "replaced_file" or attempts % 2 == 0
+
+
 def route_retries(
-    due: Iterable[tuple[str, str, dt.date]],
+    due: Mapping[tuple[str, str, dt.date], bool],
     asset_classes: Mapping[str, str],
     object_exists: Callable[[str, str, dt.date], bool] | None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[tuple[str, str, dt.date], str]]:
-    """Due gaps to work: through the flat file when it is published (one item per dataset, timeframe
-    and symbol set, sessions batched), else through REST (one item per symbol). Never a symbols x
+    """Due gaps (-> whether to try the flat file) to work: through the flat file when it is wanted
+    and published (one item per dataset, timeframe and symbol set, sessions batched), else through
+    REST (one item per symbol, patching flat-file sessions where they lack bars). Never a symbols x
     sessions cross product. Returns (flat-file work, REST work, route of each gap)."""
     from marketbars.backfill import batch_sessions
 
     by_file: dict[tuple[str, str, dt.date], list[str]] = {}
     rest: dict[str, dict[str, list[str]]] = {}
     routes: dict[tuple[str, str, dt.date], str] = {}
-    for symbol, timeframe, session in sorted(due):
+    for (symbol, timeframe, session), file_first in sorted(due.items()):
         dataset = asset_classes[symbol]
-        if object_exists is not None and object_exists(dataset, timeframe, session):
+        if file_first and object_exists is not None and object_exists(dataset, timeframe, session):
             by_file.setdefault((dataset, timeframe, session), []).append(symbol)
             routes[(symbol, timeframe, session)] = "flatfile"
         else:
@@ -175,7 +192,12 @@ def route_retries(
         for batch in batch_sessions(sessions, max_instances=40)
     ]
     rest_work = [
-        {"symbol": symbol, "dataset": asset_classes[symbol], "sessions": sessions}
+        {
+            "symbol": symbol,
+            "dataset": asset_classes[symbol],
+            "sessions": sessions,
+            "patch_flatfile_sessions": True,
+        }
         for symbol, sessions in sorted(rest.items())
     ]
     return flat, rest_work, routes

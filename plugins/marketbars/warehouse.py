@@ -510,16 +510,24 @@ class RestFill:
 
 
 def replace_rest_sessions(
-    conn: psycopg.Connection, fill: RestFill, parsed: RestBars, run_id: str | None = None
-) -> dict[dt.date, str]:
-    """Write a symbol's REST bars for its sessions in one transaction; return each session's status.
+    conn: psycopg.Connection,
+    fill: RestFill,
+    parsed: RestBars,
+    run_id: str | None = None,
+    *,
+    patch_flatfile_sessions: bool = False,
+) -> dict[dt.date, tuple[str, int]]:
+    """Write a symbol's REST bars for its sessions in one transaction; return each session's status
+    and the bars written.
 
     Flat files are the canonical history: a session a flat file already holds for the symbol is left
-    alone ('flatfile'). Otherwise the session's earlier non-flat-file bars are replaced by the REST
+    alone ('flatfile'), or, with ``patch_flatfile_sessions`` (gap repair), gets the REST bars only at
+    the timestamps it lacks ('patched'; a flat-file bar is never overwritten, and a re-loaded file
+    replaces the patch). Otherwise the session's earlier non-flat-file bars are replaced by the REST
     bars ('loaded'), or it is recorded as a gap when the API had none ('empty').
     """
     sessions = sorted(fill.sessions)
-    statuses: dict[dt.date, str] = {}
+    statuses: dict[dt.date, tuple[str, int]] = {}
     with conn.transaction(), conn.cursor() as cur:
         for session in sessions:  # in date order, as every writer does: no lock-order deadlock
             _lock_session(cur, fill.dataset, fill.timeframe, session)
@@ -545,20 +553,28 @@ def replace_rest_sessions(
         _copy_batches(
             cur, sql.SQL("market.historical_bars"), COPY_SCHEMA, _with_constants(bars, fill.timeframe, "rest")
         )
-        # Rejected rows are kept, dated on a non-trading day too; only a flat-file session's are moot.
+        patched = _patch_sessions(cur, fill, parsed, sorted(covered)) if patch_flatfile_sessions else {}
+        # Rejected rows are kept, dated on a non-trading day too; an unpatched flat-file session's are moot.
+        moot = [] if patch_flatfile_sessions else sorted(covered)
         rejected = parsed.quarantined.filter(
-            pc.invert(pc.is_in(parsed.quarantined["session_date"], pa.array(sorted(covered), pa.date32())))
+            pc.invert(pc.is_in(parsed.quarantined["session_date"], pa.array(moot, pa.date32())))
         )
+        replaced = set(writable) | set(patched) | set(rejected["session_date"].to_pylist())
         cur.execute(
             """DELETE FROM market.quarantine WHERE source = 'rest' AND symbol = %s AND timeframe = %s
                AND session_date = ANY(%s)""",
-            (fill.symbol, fill.timeframe, sorted(set(writable) | set(rejected["session_date"].to_pylist()))),
+            (fill.symbol, fill.timeframe, sorted(replaced)),
         )
         _copy_rest_quarantine(cur, fill, rejected)
         for session in sessions:
-            loaded = parsed.loaded_by_session.get(session, 0)
-            status = "flatfile" if session in covered else "loaded" if loaded else "empty"
-            statuses[session] = status
+            if session in covered:
+                status, loaded = ("patched", patched[session]) if patch_flatfile_sessions else ("flatfile", 0)
+                quarantined = parsed.quarantined_by_session.get(session, 0) if patch_flatfile_sessions else 0
+            else:
+                loaded = parsed.loaded_by_session.get(session, 0)
+                status = "loaded" if loaded else "empty"
+                quarantined = parsed.quarantined_by_session.get(session, 0)
+            statuses[session] = (status, loaded)
             cur.execute(
                 """INSERT INTO market.rest_ledger (symbol, timeframe, session_date, status, rows_loaded,
                        rows_quarantined, requests, request_ids, run_id, fetched_at)
@@ -572,14 +588,34 @@ def replace_rest_sessions(
                     fill.timeframe,
                     session,
                     status,
-                    0 if status == "flatfile" else loaded,
-                    0 if status == "flatfile" else parsed.quarantined_by_session.get(session, 0),
+                    loaded,
+                    quarantined,
                     fill.requests,
                     list(fill.request_ids),
                     run_id,
                 ),
             )
     return statuses
+
+
+def _patch_sessions(
+    cur: psycopg.Cursor, fill: RestFill, parsed: RestBars, sessions: Sequence[dt.date]
+) -> dict[dt.date, int]:
+    """Insert the REST bars of flat-file sessions at the timestamps they have no bar; rows per session."""
+    if not sessions:
+        return {}
+    cur.execute("CREATE TEMPORARY TABLE rest_patch (LIKE market.historical_bars) ON COMMIT DROP")
+    bars = _in_sessions(parsed.bars, "ts", sessions)
+    _copy_batches(cur, sql.SQL("rest_patch"), COPY_SCHEMA, _with_constants(bars, fill.timeframe, "rest"))
+    inserted = cur.execute(
+        """INSERT INTO market.historical_bars SELECT * FROM rest_patch
+           ON CONFLICT (symbol, timeframe, ts) DO NOTHING
+           RETURNING (ts AT TIME ZONE 'America/New_York')::date"""
+    ).fetchall()
+    patched = dict.fromkeys(sessions, 0)
+    for (day,) in inserted:
+        patched[day] += 1
+    return patched
 
 
 def _in_sessions(table: pa.Table, column: str, sessions: Sequence[dt.date]) -> pa.Table:

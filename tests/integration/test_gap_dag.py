@@ -128,6 +128,48 @@ def test_a_rest_source_that_keeps_answering_empty_becomes_unfillable(
     assert gap_rows(conn)[("MSFT", "1m", last)][0] == "unfillable"
 
 
+def with_bad_row(sample: market.SampleFile, symbol: str) -> market.SampleFile:
+    """The file with the symbol's row corrupted (high and low swapped): the load quarantines it."""
+    import dataclasses
+    import gzip
+
+    high, low = sample.header.index("high"), sample.header.index("low")
+    lines = []
+    for line in sample.lines:
+        fields = line.split(",")
+        if fields[0] == symbol:
+            fields[high], fields[low] = fields[low], fields[high]
+        lines.append(",".join(fields))
+    text = ",".join(sample.header) + "\n" + "".join(line + "\n" for line in lines)
+    return dataclasses.replace(sample, lines=tuple(lines), body=gzip.compress(text.encode(), mtime=0))
+
+
+def test_a_bar_the_flat_file_got_wrong_is_repaired_from_rest_on_the_next_attempt(
+    seeded, conn: psycopg.Connection, rest_api: RestServer, s3: S3Server, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("AIRFLOW_VAR_GAPS_BACKOFF_HOURS", "0")
+    day = DAYS[1]
+    bad = with_bad_row(market.build_file("stocks", "1d", day), "AAPL")
+    publish(s3, bad)  # the vendor's current file, loaded: the bar is quarantined
+    load_file(conn, tmp_path, bad, WATCHED["stocks"])
+    assert warehouse_bars(conn, "1d", day, ["AAPL"]) == set()
+
+    assert seeded.test(logical_date=RUN, run_conf={"lookback_days": 7}).state == "success"
+    status, kind, attempts, error = gap_rows(conn)[("AAPL", "1d", day)]
+    assert (status, kind, attempts) == ("open", "missing", 1)
+    assert error == (  # the one-row selection is all rejected: the load fails, loudly, and says why
+        "the flat-file load of the session failed (see the flatfiles.load task's log);"
+        " the source's rows for it were quarantined: high_below_low x1"
+    )
+    assert rest_api.requests_for("AAPL") == []  # the first retry went to the flat file
+
+    assert seeded.test(logical_date=RUN, run_conf={"lookback_days": 7}).state == "success"
+    assert gap_rows(conn)[("AAPL", "1d", day)][:3] == ("filled", "missing", 1)
+    [bar] = warehouse_bars(conn, "1d", day, ["AAPL"])
+    assert bar[9] == "rest" and len(rest_api.requests_for("AAPL")) == 1
+
+
 def test_a_replaced_flat_file_is_ingested_again(seeded, conn: psycopg.Connection, s3: S3Server) -> None:
     first = DAYS[0]
     corrected = market.build_file("stocks", "1m", first, pathologies=["duplicate_row", "high_below_low"])

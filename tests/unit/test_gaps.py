@@ -58,9 +58,18 @@ def test_classification_thresholds(
 
 
 def test_liquidity_is_judged_by_a_symbols_own_history() -> None:
-    coverages = {"AAPL": [1.0, 0.99, 0.0, 0.98], "ZVZZT": [0.05, 0.0, 0.1], "I:SPX": [0.0], "O:X": [1.0]}
-    classes = {"AAPL": "stocks", "ZVZZT": "stocks", "I:SPX": "indices", "O:X": "options"}
-    assert gaps.liquid_symbols(coverages, classes, S) == {"AAPL", "I:SPX"}
+    coverages = {
+        "AAPL": [1.0, 0.99, 0.0, 0.98],  # a missing session does not make it illiquid
+        "IWM": [0.98, 0.975, 0.97],  # median 0.975: halfway from 0.95 to 1
+        "DIA": [0.9, 0.89, 0.91, 0.99],  # normally trades in 90 % of minutes: a 90 % day is not short
+        "ZVZZT": [0.05, 0.0, 0.1],
+        "I:SPX": [0.0],
+        "O:X": [1.0],
+    }
+    classes = {s: "stocks" for s in ("AAPL", "IWM", "DIA", "ZVZZT")} | {"I:SPX": "indices", "O:X": "options"}
+    assert gaps.liquid_symbols(coverages, classes, S) == {"AAPL", "IWM", "I:SPX"}
+    strict = gaps.Settings(coverage=0.8)  # the margin follows the threshold: 0.9
+    assert gaps.liquid_symbols(coverages, classes, strict) == {"AAPL", "IWM", "DIA", "I:SPX"}
 
 
 def test_the_backoff_doubles_and_is_capped() -> None:
@@ -93,10 +102,9 @@ def test_replaced_files_point_at_the_cells_they_hold() -> None:
 
 
 def test_retries_are_grouped_per_file_batch_or_per_symbol_never_a_cross_product() -> None:
-    due = [
-        (s, "1m", d) for s in ("AAPL", "MSFT") for d in (D(2024, 11, 25), D(2024, 11, 26), D(2024, 11, 27))
-    ]
-    due.append(("I:SPX", "1d", D(2024, 11, 27)))
+    days = (D(2024, 11, 25), D(2024, 11, 26), D(2024, 11, 27))
+    due = {(s, "1m", d): True for s in ("AAPL", "MSFT") for d in days}
+    due[("I:SPX", "1d", D(2024, 11, 27))] = True
     classes = {"AAPL": "stocks", "MSFT": "stocks", "I:SPX": "indices"}
     published = {D(2024, 11, 25), D(2024, 11, 26)}
     flat, rest, routes = gaps.route_retries(due, classes, lambda _ds, _tf, day: day in published)
@@ -104,10 +112,11 @@ def test_retries_are_grouped_per_file_batch_or_per_symbol_never_a_cross_product(
         {"dataset": "stocks", "timeframe": "1m", "sessions": [day], "symbols": ["AAPL", "MSFT"]}
         for day in ("2024-11-25", "2024-11-26")
     ]
+    patch = {"patch_flatfile_sessions": True}
     assert rest == [
-        {"symbol": "AAPL", "dataset": "stocks", "sessions": {"1m": ["2024-11-27"]}},
-        {"symbol": "I:SPX", "dataset": "indices", "sessions": {"1d": ["2024-11-27"]}},
-        {"symbol": "MSFT", "dataset": "stocks", "sessions": {"1m": ["2024-11-27"]}},
+        {"symbol": "AAPL", "dataset": "stocks", "sessions": {"1m": ["2024-11-27"]}} | patch,
+        {"symbol": "I:SPX", "dataset": "indices", "sessions": {"1d": ["2024-11-27"]}} | patch,
+        {"symbol": "MSFT", "dataset": "stocks", "sessions": {"1m": ["2024-11-27"]}} | patch,
     ]
     assert (
         routes[("AAPL", "1m", D(2024, 11, 25))] == "flatfile"
@@ -115,3 +124,16 @@ def test_retries_are_grouped_per_file_batch_or_per_symbol_never_a_cross_product(
     )
     everything_rest = gaps.route_retries(due, classes, None)
     assert everything_rest[0] == [] and len(everything_rest[1]) == 3
+    due[("AAPL", "1m", D(2024, 11, 25))] = False  # its flat file was tried: REST this time
+    flat, rest, routes = gaps.route_retries(due, classes, lambda _ds, _tf, day: day in published)
+    assert {(w["sessions"][0], tuple(w["symbols"])) for w in flat} == {
+        ("2024-11-25", ("MSFT",)),
+        ("2024-11-26", ("AAPL", "MSFT")),
+    }
+    assert routes[("AAPL", "1m", D(2024, 11, 25))] == "rest"
+    assert rest[0]["sessions"] == {"1m": ["2024-11-25", "2024-11-27"]}
+
+
+def test_retries_alternate_between_the_flat_file_and_rest() -> None:
+    assert [gaps.tries_flat_file(n, "missing") for n in range(5)] == [True, False, True, False, True]
+    assert all(gaps.tries_flat_file(n, "replaced_file") for n in range(5))

@@ -20,19 +20,21 @@ class RestFillOperator(BaseOperator):
       shared through the warehouse (``requests_per_minute``; run it in the ``massive_api`` pool);
     * rows pass the same validation as flat-file rows (bad ones are quarantined, source ``rest``)
       and are written per timeframe in one transaction with ``source = 'rest'``, ``vwap`` and
-      ``trades`` kept; a session a flat file already holds is never overwritten;
+      ``trades`` kept; a bar a flat file loaded is never overwritten: a session a flat file holds
+      is left alone, or with ``patch_flatfile_sessions`` gets REST bars only where it has none;
     * a trading session with no bars (``results`` empty or null) is recorded as a gap
       (``market.rest_ledger.status = 'empty'``) and reported, never as complete;
     * 401/403 / ``NOT_AUTHORIZED``, ``status: ERROR`` and other 4xx answers fail at once without
       retries, naming the ticker; the API key is never logged.
 
     Returns (XCom): symbol, and per timeframe the sessions loaded, gaps, sessions held by flat
-    files, bars and requests.
+    files, sessions patched, bars and requests.
 
     :param symbol: the vendor ticker (``AAPL``, ``I:SPX``, ``O:...``).
     :param dataset: its asset class (``stocks``, ``indices``, ``options``).
     :param sessions: per timeframe (``1m``, ``1d``), the ISO dates to fill.
     :param requests_per_minute: the API plan's limit, for every worker together (<= 0: no limit).
+    :param patch_flatfile_sessions: gap repair: fill the minutes a flat-file session lacks.
     :param http_conn_id: the REST connection (``massive_api``).
     :param postgres_conn_id: the warehouse connection (``market_db``).
     """
@@ -47,6 +49,7 @@ class RestFillOperator(BaseOperator):
         dataset: str,
         sessions: dict[str, Sequence[str]],
         requests_per_minute: float | str = 5,
+        patch_flatfile_sessions: bool = False,
         http_conn_id: str = "massive_api",
         postgres_conn_id: str = "market_db",
         **kwargs: Any,
@@ -56,6 +59,7 @@ class RestFillOperator(BaseOperator):
         self.dataset = dataset
         self.sessions = sessions
         self.requests_per_minute = requests_per_minute
+        self.patch_flatfile_sessions = patch_flatfile_sessions
         self.http_conn_id = http_conn_id
         self.postgres_conn_id = postgres_conn_id
 
@@ -94,27 +98,31 @@ class RestFillOperator(BaseOperator):
         fill = warehouse.RestFill(
             self.symbol, self.dataset, timeframe, tuple(sessions), answer.requests, tuple(answer.request_ids)
         )
-        statuses = warehouse.replace_rest_sessions(conn, fill, parsed, run_id)
+        statuses = warehouse.replace_rest_sessions(
+            conn, fill, parsed, run_id, patch_flatfile_sessions=self.patch_flatfile_sessions
+        )
 
         def days(status: str) -> list[str]:
-            return sorted(d.isoformat() for d, s in statuses.items() if s == status)
+            return sorted(d.isoformat() for d, (s, _) in statuses.items() if s == status)
 
         summary = {
             "loaded": days("loaded"),
             "gaps": days("empty"),
             "flatfile": days("flatfile"),
-            "bars": sum(parsed.loaded_by_session[d] for d, s in statuses.items() if s == "loaded"),
+            "patched": days("patched"),
+            "bars": sum(rows for _, rows in statuses.values()),
             "quarantined": sum(parsed.quarantined_by_session.values()),
             "requests": answer.requests,
         }
         self.log.info(
-            "%s %s %s..%s: %d bars for %d sessions in %d request(s)%s",
+            "%s %s %s..%s: %d bars written: %d sessions loaded, %d patched, in %d request(s)%s",
             self.symbol,
             timeframe,
             sessions[0],
             sessions[-1],
             summary["bars"],
             len(summary["loaded"]),
+            len(summary["patched"]),
             answer.requests,
             " (the plan's data is DELAYED)" if answer.delayed else "",
         )
