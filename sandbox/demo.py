@@ -55,15 +55,34 @@ def _summary_lines(log_path: Path) -> list[str]:
     return lines[start : end + 1]
 
 
-def _run_scheduled(env: dict[str, str], dag_id: str, run_date: dt.date, log_path: Path) -> None:
+TASK_LOGGERS = (
+    "marketbars.daily_tasks",
+    "marketbars.gap_tasks",
+    "marketbars.alerts",
+    "marketbars.cleanup_tasks",
+)
+
+
+def _run_scheduled(
+    env: dict[str, str], dag_id: str, run_date: dt.date, log_path: Path, conf: dict | None = None
+) -> None:
     """A scheduled DAG's run for run_date; prints what its tasks logged through the project's loggers."""
     logical = dt.datetime.combine(run_date, dt.time(20, 15), NEW_YORK).isoformat()
-    print(f"$ airflow dags test {dag_id} {logical}", flush=True)
-    seconds = _airflow(["dags", "test", dag_id, logical], env, log_path)
+    extra = ["-c", json.dumps(conf)] if conf else []
+    print(
+        f"$ airflow dags test {dag_id} {logical}" + (f" -c '{json.dumps(conf)}'" if conf else ""), flush=True
+    )
+    seconds = _airflow(["dags", "test", dag_id, logical, *extra], env, log_path)
+    continued = False  # a multi-line message's next lines carry no logger name
     for line in log_path.read_text(errors="replace").splitlines():
         message = line.split("] ", 1)[-1] if "] " in line else line
-        if "marketbars.daily_tasks" in line or "marketbars.gap_tasks" in line or "marketbars.alerts" in line:
+        if any(name in line for name in TASK_LOGGERS):
             print("   ", message.split(" [marketbars")[0].strip())
+            continued = True
+        elif continued and line.startswith("  ") and not line.startswith("    "):
+            print("   ", line.split(" [marketbars")[0].rstrip())
+        else:
+            continued = False
     print(f"    ({seconds:.0f} s through Airflow; full log: {log_path.relative_to(ROOT)})")
 
 
@@ -118,6 +137,9 @@ REPORT_QUERIES = {
     "early_close": f"""
         SELECT max({NY_TS}) FROM market.historical_bars
         WHERE symbol = 'I:SPX' AND timeframe = '1m' AND {NY_TS}::date = '2025-12-24'""",
+    "hourly_early_close": f"""
+        SELECT {NY_TS}, volume FROM market.historical_bars
+        WHERE symbol = 'AAPL' AND timeframe = '1h' AND {NY_TS}::date = '2025-12-24' ORDER BY ts""",
     "fractional": """
         SELECT symbol, ts, volume FROM market.historical_bars
         WHERE timeframe = '1m' AND volume <> trunc(volume) ORDER BY ts, symbol LIMIT 1""",
@@ -142,6 +164,12 @@ def _report(db: Postgres) -> None:
         print(f"      {symbol:<7} {regular:>6,} / {total:>6,}")
     if q["early_close"][0][0]:
         print(f"    early close 2025-12-24: last I:SPX minute bar starts {q['early_close'][0][0]:%H:%M} ET")
+    if q["hourly_early_close"]:
+        starts = ", ".join(f"{ts:%H:%M}" for ts, _ in q["hourly_early_close"])
+        print(
+            f"    derived 1h bars of AAPL on the early close 2025-12-24 start {starts} ET"
+            f" (the last, 12:30, is cut at the 13:00 close: volume {q['hourly_early_close'][-1][1]:,.0f})"
+        )
     if q["fractional"]:
         symbol, ts, volume = q["fractional"][0]
         print(f"    fractional volume kept: {symbol} {ts:%Y-%m-%d %H:%M}Z volume {volume}")
@@ -250,6 +278,12 @@ def main() -> None:
         _run_scheduled(env, "gap_detection_and_retry", next_session, logs / "run-gaps-again.log")
         print(f"    REST requests served: {len(api.log) - served}")
         _print_gap_ledger(db)
+        _section(
+            "8. weekly_cleanup as of the next Saturday with a 35-day retention: bars before the cutoff go "
+            "(whole older partitions would be dropped; the straddling December one is trimmed)"
+        )
+        saturday = next_session + dt.timedelta(days=(5 - next_session.weekday()) % 7)
+        _run_scheduled(env, "weekly_cleanup", saturday, logs / "run-cleanup.log", {"retention_days": 35})
     _report(db)
 
 

@@ -83,3 +83,48 @@ def load_file(conn: psycopg.Connection, tmp: Path, sample: SampleFile, symbols: 
         path, dataset=sample.dataset, timeframe=sample.timeframe, session=sample.session, symbols=symbols
     )
     warehouse.replace_session(conn, version, symbols, reader)
+
+
+ROLLUP_WIDTHS = {"5m": 5, "15m": 15, "1h": 60, "4h": 240}
+
+
+def reference_rollups(bars: Iterable[Bar], session: dt.date, close: dt.time = dt.time(16)) -> dict[str, set]:
+    """Derived bars by the README's convention, computed independently of ``marketbars.rollups``:
+    a plain loop over (symbol, ts, open, high, low, close, volume, trades, vwap, ...) tuples,
+    bucketed by the New York wall clock from 09:30, sums added in time order."""
+    from zoneinfo import ZoneInfo
+
+    new_york = ZoneInfo("America/New_York")
+    open_local = dt.datetime.combine(session, dt.time(9, 30), new_york)
+    close_local = dt.datetime.combine(session, close, new_york)
+    ordered = sorted(bars, key=lambda bar: (bar[0], bar[1]))
+    derived: dict[str, set] = {}
+    for timeframe, width in ROLLUP_WIDTHS.items():
+        buckets: dict[tuple[str, dt.datetime], list[Bar]] = {}
+        for bar in ordered:
+            local = bar[1].astimezone(new_york)
+            if not open_local <= local < close_local:
+                continue
+            minutes = local.hour * 60 + local.minute - (9 * 60 + 30)
+            start = open_local + dt.timedelta(minutes=minutes // width * width)
+            buckets.setdefault((bar[0], start.astimezone(dt.UTC)), []).append(bar)
+        rows = set()
+        for (symbol, start), group in buckets.items():
+            volume = trades = None
+            weight = notional = 0.0
+            weighted = False
+            for bar in group:
+                if bar[6] is not None:
+                    volume = (0.0 if volume is None else volume) + bar[6]
+                if bar[7] is not None:
+                    trades = (0 if trades is None else trades) + bar[7]
+                if bar[8] is not None and bar[6] is not None:
+                    weight += bar[6]
+                    notional += bar[8] * bar[6]
+                    weighted = True
+            vwap = notional / weight if weighted and weight != 0 else None
+            high = max(bar[3] for bar in group)
+            low = min(bar[4] for bar in group)
+            rows.add((symbol, start, group[0][2], high, low, group[-1][5], volume, trades, vwap))
+        derived[timeframe] = rows
+    return derived

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import logging
 import time
 from collections import Counter
@@ -19,13 +20,15 @@ from pathlib import Path
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 from pgpq import ArrowToPostgresBinaryEncoder
 from psycopg import sql
 
+from marketbars import rollups
 from marketbars.flatfiles import ALL_TICKERS
 from marketbars.parsing import BAR_SCHEMA, QUARANTINE_SCHEMA, Chunk, FlatFileReader, NotStreamableError
 from marketbars.rest import RestBars
-from marketbars.trading_calendar import day_window
+from marketbars.trading_calendar import day_window, is_session, session_hours
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,15 @@ class LoadCounts:
     rows_quarantined: int
     seconds: float
     reasons: dict[str, int] = field(default_factory=dict)  # quarantine reason -> rows
+    rollups_current: bool = False  # the derived bars were rebuilt after this load (1m files only)
+
+
+@dataclass(frozen=True)
+class RollupCounts:
+    minute_bars: int  # 1m bars in the regular session that went in
+    derived_bars: dict[str, int]  # timeframe -> bars written
+    replaced: int  # derived bars of the selection's session that changed or went (a rebuild)
+    seconds: float
 
 
 def migrate(conn: psycopg.Connection, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
@@ -244,7 +256,7 @@ def current_load(
     the ledger recorded, so bars deleted since (by hand, by retention) make the file load again.
     """
     row = conn.execute(
-        """SELECT rows_read, rows_loaded, rows_quarantined FROM market.ingest_ledger
+        """SELECT rows_read, rows_loaded, rows_quarantined, rollups_at IS NOT NULL FROM market.ingest_ledger
            WHERE dataset = %s AND timeframe = %s AND session_date = %s AND selection_key = %s
              AND etag = %s AND size_bytes = %s""",
         (
@@ -273,7 +285,9 @@ def current_load(
             present,
         )
         return None
-    return LoadCounts(rows_read=row[0], rows_loaded=row[1], rows_quarantined=row[2], seconds=0.0)
+    return LoadCounts(
+        rows_read=row[0], rows_loaded=row[1], rows_quarantined=row[2], seconds=0.0, rollups_current=row[3]
+    )
 
 
 def replace_session(
@@ -356,7 +370,7 @@ def replace_session(
                    size_bytes = EXCLUDED.size_bytes, last_modified = EXCLUDED.last_modified,
                    rows_read = EXCLUDED.rows_read, rows_loaded = EXCLUDED.rows_loaded,
                    rows_quarantined = EXCLUDED.rows_quarantined, empty_symbols = EXCLUDED.empty_symbols,
-                   load_seconds = EXCLUDED.load_seconds,
+                   load_seconds = EXCLUDED.load_seconds, rollups_at = NULL,
                    run_id = EXCLUDED.run_id, loaded_at = now()""",
             (
                 version.dataset,
@@ -488,6 +502,100 @@ def _copy_batches(
         for batch in batches:
             copy.write(encoder.write_batch(batch))
         copy.write(encoder.finish())
+
+
+def rebuild_rollups(
+    conn: psycopg.Connection, dataset: str, session: dt.date, symbols: Sequence[str]
+) -> RollupCounts:
+    """Rebuild the selection's derived bars (5m, 15m, 1h, 4h; ``source = 'rollup'``) of one session
+    from the 1m bars the warehouse holds now, in one transaction (see ``marketbars.rollups``).
+
+    Every writer of 1m bars calls this after its write, so derived bars follow whichever source
+    last wrote the minutes. It takes the session's writer lock, so the 1m bars it reads cannot
+    change underneath it; the flat-file ledger row of the selection records that its rollups are
+    current. A non-session has no regular session and no derived bars.
+    """
+    started = time.perf_counter()
+    if not is_session(session):
+        return RollupCounts(0, dict.fromkeys(rollups.TIMEFRAMES, 0), 0, 0.0)
+    hours = session_hours(session)
+    scope, scope_params = _scope(dataset, symbols)
+    in_window = sql.SQL("timeframe = ANY(%s) AND ts >= %s AND ts < %s AND {scope}").format(scope=scope)
+    with conn.transaction(), conn.cursor() as cur:
+        _lock_session(cur, dataset, "1m", session)
+        minutes = _read_minutes(cur, scope, scope_params, hours.open, hours.close)
+        derived = rollups.roll_up(minutes, hours)
+        batches = (batch for tf, bars in derived.items() for batch in _with_constants(bars, tf, "rollup"))
+        window = (list(rollups.TIMEFRAMES), hours.open, hours.close, *scope_params)
+        (occupied,) = cur.execute(
+            sql.SQL("SELECT EXISTS (SELECT 1 FROM market.historical_bars WHERE {w})").format(w=in_window),
+            window,
+        ).fetchone()
+        replaced = 0
+        if not occupied:  # the first build: straight in
+            _copy_batches(cur, sql.SQL("market.historical_bars"), COPY_SCHEMA, batches)
+        else:  # a rebuild rewrites only the bars that changed: no bloat when the minutes did not
+            cur.execute("CREATE TEMPORARY TABLE rollup_incoming (LIKE market.historical_bars) ON COMMIT DROP")
+            _copy_batches(cur, sql.SQL("rollup_incoming"), COPY_SCHEMA, batches)
+            cur.execute("ANALYZE rollup_incoming")
+            cur.execute(sql.SQL(_ROLLUP_DELETE_CHANGED).format(w=in_window), window)
+            replaced = cur.rowcount
+            cur.execute(_ROLLUP_INSERT_NEW)
+        cur.execute(
+            """UPDATE market.ingest_ledger SET rollups_at = now()
+               WHERE dataset = %s AND timeframe = '1m' AND session_date = %s AND selection_key = %s""",
+            (dataset, session, selection_key(symbols)),
+        )
+    return RollupCounts(
+        minute_bars=minutes.num_rows,
+        derived_bars={tf: bars.num_rows for tf, bars in derived.items()},
+        replaced=replaced,
+        seconds=time.perf_counter() - started,
+    )
+
+
+# A rebuild's merge: derived bars that are gone or differ go, new or changed ones come in; bars
+# equal to the incoming ones stay untouched (so do their index entries).
+_ROLLUP_DELETE_CHANGED = """
+    DELETE FROM market.historical_bars b WHERE {w} AND NOT EXISTS (
+        SELECT 1 FROM rollup_incoming i
+        WHERE i.symbol = b.symbol AND i.timeframe = b.timeframe AND i.ts = b.ts
+          AND (i.open, i.high, i.low, i.close, i.volume, i.vwap, i.trades, i.source)
+              IS NOT DISTINCT FROM (b.open, b.high, b.low, b.close, b.volume, b.vwap, b.trades, b.source))"""
+_ROLLUP_INSERT_NEW = """
+    INSERT INTO market.historical_bars SELECT * FROM rollup_incoming
+    ON CONFLICT (symbol, timeframe, ts) DO NOTHING"""
+_MINUTES_CSV_TYPES = {
+    "symbol": pa.string(),
+    "ts": pa.int64(),
+    **{name: pa.float64() for name in ("open", "high", "low", "close", "volume", "vwap")},
+    "trades": pa.int64(),
+}
+
+
+def _read_minutes(
+    cur: psycopg.Cursor, scope: sql.Composable, scope_params: tuple, start: dt.datetime, end: dt.datetime
+) -> pa.Table:
+    """The selection's 1m bars in [start, end) as Arrow, streamed out as CSV (PostgreSQL prints
+    floats exactly since version 12) and parsed by pyarrow: far cheaper than a tuple per row."""
+    statement = sql.SQL(
+        "COPY (SELECT symbol, (date_part('epoch', ts) * 1000000)::bigint, open, high, low, close, volume,"
+        " vwap, trades FROM market.historical_bars WHERE timeframe = '1m' AND ts >= %s AND ts < %s"
+        " AND {scope}) TO STDOUT (FORMAT CSV)"
+    ).format(scope=scope)
+    buffer = io.BytesIO()
+    with cur.copy(statement, (start, end, *scope_params)) as copy:
+        for block in copy:
+            buffer.write(block)
+    if buffer.tell() == 0:
+        return BAR_SCHEMA.empty_table()
+    buffer.seek(0)
+    table = pacsv.read_csv(
+        buffer,
+        read_options=pacsv.ReadOptions(column_names=list(_MINUTES_CSV_TYPES)),
+        convert_options=pacsv.ConvertOptions(column_types=_MINUTES_CSV_TYPES),
+    )
+    return table.set_column(1, "ts", table["ts"].cast(pa.timestamp("us", tz="UTC"))).cast(BAR_SCHEMA)
 
 
 def _lock_session(cur: psycopg.Cursor, dataset: str, timeframe: str, session: dt.date) -> None:

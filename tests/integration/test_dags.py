@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CONTRACT_PARAMS = {
     "historical_bulk_backfill": {"start_date", "end_date", "dataset", "timeframe", "symbols"},
     "watchlist_daily_backfill": {"days"},
+    "gap_detection_and_retry": {"lookback_days", "symbols"},
+    "weekly_cleanup": {"retention_days", "dry_run"},  # the contract's, and the dry run
 }
 HEAVY_MODULES = ("pandas", "numpy", "pyarrow", "pgpq", "psycopg", "boto3", "exchange_calendars", "requests")
 WATCHLIST_STOCKS = [
@@ -96,6 +98,12 @@ def test_the_daily_backfill_runs_on_weekdays_after_the_close_in_new_york(dagbag)
     timetable = dagbag.dags["watchlist_daily_backfill"].timetable
     assert (timetable.expression, str(timetable.timezone)) == ("15 20 * * 1-5", "America/New_York")
     assert dagbag.dags["watchlist_daily_backfill"].get_task("rest_fill").pool == "massive_api"
+
+
+def test_the_weekly_cleanup_runs_on_saturday_mornings_in_new_york(dagbag) -> None:
+    dag = dagbag.dags["weekly_cleanup"]
+    assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 3 * * 6", "America/New_York")
+    assert dag.params["retention_days"] == 365 and dag.params["dry_run"] is False
 
 
 def test_parsing_a_dag_file_imports_no_heavy_library() -> None:

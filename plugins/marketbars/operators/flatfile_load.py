@@ -26,6 +26,9 @@ class FlatFileLoadOperator(BaseOperator):
       rows) are replaced by the file's valid rows (``source = 'flatfile'``), its rejected rows
       go to ``market.quarantine`` with a reason, and the ``market.ingest_ledger`` row is written;
       a crash leaves the previous state; a re-run yields the same rows, never duplicates;
+    * then, for minute files, the selection's derived bars of the session (5m, 15m, 1h, 4h,
+      ``source = 'rollup'``) are rebuilt from its 1m bars in a second transaction; the ledger
+      records it, so a rebuild cut short is redone by the next attempt;
     * a file version already loaded for the same selection, whose rows are all still present,
       is not loaded again (``action = current``);
     * a header that drifted from the vendor's format fails the task at once (no retries); a
@@ -159,6 +162,8 @@ class FlatFileLoadOperator(BaseOperator):
                 version.key,
                 current.rows_loaded,
             )
+            if self.timeframe == "1m" and not current.rollups_current:  # an earlier rebuild was cut short
+                self._roll_up(conn, version.session)
             return result | {
                 "action": "current",
                 "rows_read": current.rows_read,
@@ -193,12 +198,26 @@ class FlatFileLoadOperator(BaseOperator):
             f"{counts.rows_read:,}",
             counts.seconds,
         )
+        if self.timeframe == "1m":
+            self._roll_up(conn, version.session)
         return result | {
             "action": "loaded",
             "rows_read": counts.rows_read,
             "rows_loaded": counts.rows_loaded,
             "rows_quarantined": counts.rows_quarantined,
         }
+
+    def _roll_up(self, conn: Any, session: dt.date) -> None:
+        from marketbars import warehouse
+
+        counts = warehouse.rebuild_rollups(conn, self.dataset, session, self.symbols)
+        self.log.info(
+            "%s: derived bars rebuilt from %s regular-session 1m bars: %s, in %.2f s",
+            session,
+            f"{counts.minute_bars:,}",
+            ", ".join(f"{tf} {n:,}" for tf, n in counts.derived_bars.items()),
+            counts.seconds,
+        )
 
     def _local_copy(self, entry: Mapping[str, Any]) -> Path:
         """The downloaded file, fetched again when this worker does not have it."""

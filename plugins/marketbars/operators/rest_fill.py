@@ -22,6 +22,8 @@ class RestFillOperator(BaseOperator):
       and are written per timeframe in one transaction with ``source = 'rest'``, ``vwap`` and
       ``trades`` kept; a bar a flat file loaded is never overwritten: a session a flat file holds
       is left alone, or with ``patch_flatfile_sessions`` gets REST bars only where it has none;
+    * after a session's minute bars changed, its derived bars (5m, 15m, 1h, 4h) are rebuilt from
+      them (``marketbars.rollups``), one transaction per session;
     * a trading session with no bars (``results`` empty or null) is recorded as a gap
       (``market.rest_ledger.status = 'empty'``) and reported, never as complete;
     * 401/403 / ``NOT_AUTHORIZED``, ``status: ERROR`` and other 4xx answers fail at once without
@@ -101,6 +103,10 @@ class RestFillOperator(BaseOperator):
         statuses = warehouse.replace_rest_sessions(
             conn, fill, parsed, run_id, patch_flatfile_sessions=self.patch_flatfile_sessions
         )
+        if timeframe == "1m":  # the minutes changed unless a flat file kept the session as it was
+            for session, (status, rows) in sorted(statuses.items()):
+                if status in ("loaded", "empty") or (status == "patched" and rows):
+                    warehouse.rebuild_rollups(conn, self.dataset, session, [self.symbol])
 
         def days(status: str) -> list[str]:
             return sorted(d.isoformat() for d, (s, _) in statuses.items() if s == status)

@@ -1,0 +1,214 @@
+"""Task bodies of weekly_cleanup: Airflow's side (params, Variables, connections) of the rules in
+``marketbars.retention`` and the SQL in ``marketbars.maintenance``. XCom carries names and counts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Ledger retention Variables (calendar days; 0 = keep forever) and their defaults.
+LEDGER_VARIABLES = {
+    "quarantine": ("cleanup_quarantine_retention_days", 365),
+    "ledgers": ("cleanup_ledger_retention_days", 730),
+}
+
+
+def _connect() -> Any:
+    from marketbars.hooks.warehouse import WarehouseHook
+
+    return WarehouseHook().connect()
+
+
+def plan(params: Mapping[str, Any], dag_run: Any) -> dict[str, Any]:
+    """What retention would remove as of the run's date: partitions to drop, the partition to trim
+    and its rows, the ledger cutoffs; and the warehouse's size now."""
+    from airflow.sdk import Variable
+
+    from marketbars import maintenance, retention, trading_calendar, warehouse
+
+    run_date = trading_calendar.today_in_new_york(dag_run.logical_date or dag_run.run_after)
+    first_kept, before = retention.cutoff(run_date, int(params["retention_days"]))
+    ledger_cutoffs = {}
+    for kind, (name, default) in LEDGER_VARIABLES.items():
+        days = int(Variable.get(name, default=default))
+        ledger_cutoffs[kind] = (run_date - dt.timedelta(days=days)).isoformat() if days > 0 else None
+    with _connect() as conn:
+        warehouse.migrate(conn)
+        partitions, estimates = maintenance.bar_partitions(conn)
+        split = retention.plan_partitions(partitions, before)
+        trim = None
+        if split.trim is not None:
+            rows = maintenance.count_before(conn, split.trim.name, before)
+            trim = {"name": split.trim.name, "rows": rows}
+        size = maintenance.market_bytes(conn)
+    result = {
+        "run_date": run_date.isoformat(),
+        "first_kept": first_kept.isoformat(),
+        "before": before.isoformat(),
+        "dry_run": bool(params["dry_run"]),
+        "drop": [{"name": p.name, "bytes": p.bytes, "rows_estimate": estimates[p.name]} for p in split.drop],
+        "trim": trim,
+        "ledger_cutoffs": ledger_cutoffs,
+        "bytes_before": size,
+    }
+    log.info(
+        "retention %d days as of %s: bars of sessions before %s go: %d partition(s) to drop (%s), %s; "
+        "warehouse %s now%s",
+        params["retention_days"],
+        run_date,
+        first_kept,
+        len(split.drop),
+        ", ".join(p.name for p in split.drop) or "none",
+        f"{trim['rows']:,} rows to trim from {trim['name']}" if trim else "nothing to trim",
+        _mb(size),
+        " (dry run: nothing will be removed)" if result["dry_run"] else "",
+    )
+    return result
+
+
+def apply_retention(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop the planned partitions, then trim the straddling one; a dry run only reports them."""
+    from marketbars import maintenance, retention
+
+    before = dt.datetime.fromisoformat(plan["before"])
+    if plan["dry_run"]:
+        return {
+            "partitions_dropped": [],
+            "would_drop": [p["name"] for p in plan["drop"]],
+            "rows_trimmed": 0,
+            "would_trim": plan["trim"]["rows"] if plan["trim"] else 0,
+        }
+    dropped = []
+    with _connect() as conn:
+        for partition in plan["drop"]:
+            freed = maintenance.drop_partition(conn, partition["name"], before)
+            if freed:
+                log.info("dropped market.%s (%s)", partition["name"], _mb(freed))
+                dropped.append(partition["name"])
+        trimmed, trimmed_from = 0, None
+        partitions, _ = maintenance.bar_partitions(conn)
+        straddling = retention.plan_partitions(partitions, before).trim
+        if straddling is not None:
+            trimmed = maintenance.trim_partition(conn, straddling, before)
+            trimmed_from = straddling.name
+            log.info("trimmed %s rows before %s from market.%s", f"{trimmed:,}", before, straddling.name)
+    return {"partitions_dropped": dropped, "rows_trimmed": trimmed, "trimmed_partition": trimmed_from}
+
+
+def prune_ledgers(plan: Mapping[str, Any]) -> dict[str, int]:
+    """Delete (or, in a dry run, count) ledger and quarantine rows older than their own retention."""
+    from marketbars import maintenance
+
+    cutoffs = {k: dt.date.fromisoformat(v) if v else None for k, v in plan["ledger_cutoffs"].items()}
+    with _connect() as conn:
+        rows = maintenance.prune_ledgers(conn, cutoffs, dry_run=plan["dry_run"])
+    for table, count in rows.items():
+        log.info(
+            "%s %s old rows of market.%s", "would prune" if plan["dry_run"] else "pruned", f"{count:,}", table
+        )
+    return rows
+
+
+def remove_temp_files(plan: Mapping[str, Any], now: dt.datetime | None = None) -> dict[str, int]:
+    """Remove downloaded flat files and abandoned partial downloads older than 24 h on this worker."""
+    from airflow.sdk import Variable
+
+    from marketbars import retention
+    from marketbars.operators import DEFAULT_DOWNLOAD_DIR
+
+    root = Path(Variable.get("massive_download_dir", default=DEFAULT_DOWNLOAD_DIR))
+    stale = retention.stale_files([root], now or dt.datetime.now(dt.UTC))
+    removed = freed = 0
+    for path in stale:
+        try:
+            size = path.stat().st_size
+            if not plan["dry_run"]:
+                path.unlink()
+        except FileNotFoundError:
+            continue
+        removed += 1
+        freed += size
+        log.info("%s %s (%s)", "would remove" if plan["dry_run"] else "removed", path, _mb(size))
+    if not plan["dry_run"]:
+        _remove_empty_folders(root)
+    return {"files": removed, "bytes": freed}
+
+
+def _remove_empty_folders(root: Path) -> None:
+    for folder in sorted(
+        (p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+    ):
+        try:
+            folder.rmdir()  # only succeeds when empty
+        except OSError:
+            continue
+
+
+def vacuum(
+    plan: Mapping[str, Any], retention_result: Mapping[str, Any], pruned: Mapping[str, int]
+) -> list[str]:
+    """VACUUM (ANALYZE) the tables that changed; ANALYZE the bars' parent after partitions changed."""
+    from marketbars import maintenance
+
+    if plan["dry_run"]:
+        return []
+    changed = [table for table, rows in pruned.items() if rows]
+    if retention_result.get("rows_trimmed"):
+        changed.append(retention_result["trimmed_partition"])
+    with _connect() as conn:
+        done = maintenance.vacuum_analyze(conn, changed)
+        if retention_result.get("partitions_dropped") or retention_result.get("rows_trimmed"):
+            maintenance.analyze(conn, "historical_bars")
+            done.append("historical_bars (ANALYZE)")
+    log.info("vacuumed and analyzed: %s", ", ".join(done) or "nothing changed")
+    return done
+
+
+def summarize(
+    plan: Mapping[str, Any],
+    retention_result: Mapping[str, Any],
+    pruned: Mapping[str, int],
+    files: Mapping[str, int],
+) -> dict[str, Any]:
+    """Log the summary: partitions dropped, rows trimmed and pruned, bytes freed, files removed."""
+    from marketbars import maintenance
+
+    with _connect() as conn:
+        after = maintenance.market_bytes(conn)
+    dry = plan["dry_run"]
+    summary = {
+        "dry_run": dry,
+        "first_kept": plan["first_kept"],
+        "partitions_dropped": retention_result.get("would_drop" if dry else "partitions_dropped", []),
+        "rows_trimmed": retention_result.get("would_trim" if dry else "rows_trimmed", 0),
+        "ledger_rows_pruned": dict(pruned),
+        "files_removed": files["files"],
+        "file_bytes_freed": files["bytes"],
+        "bytes_before": plan["bytes_before"],
+        "bytes_after": after,
+        "bytes_freed": plan["bytes_before"] - after,
+    }
+    verb = "would be" if dry else "were"
+    lines = [
+        f"weekly cleanup{' (DRY RUN: nothing was removed)' if dry else ''}: bars of sessions before "
+        f"{plan['first_kept']} {verb} removed",
+        f"  partitions dropped : {len(summary['partitions_dropped'])} "
+        f"({', '.join(summary['partitions_dropped']) or 'none'})",
+        f"  rows trimmed       : {summary['rows_trimmed']:,}",
+        "  ledger rows pruned : "
+        + (", ".join(f"{t} {n:,}" for t, n in pruned.items()) or "none (kept by their settings)"),
+        f"  temp files removed : {files['files']:,} ({_mb(files['bytes'])})",
+        f"  warehouse size     : {_mb(plan['bytes_before'])} -> {_mb(after)}"
+        f" ({_mb(summary['bytes_freed'])} freed; deleted rows' space is reused, not returned)",
+    ]
+    log.info("\n".join(lines))
+    return summary
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
