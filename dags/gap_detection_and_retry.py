@@ -21,7 +21,9 @@ Runs when `market.historical_bars` is updated (the Asset the backfills produce),
    the next time (or when it is not).
 2. `flatfiles.*` and `rest_fill` retry them (mapped per file batch and per symbol); the REST fill
    only adds the bars a flat-file session lacks, never overwriting one.
-3. `verify_and_report` re-counts: a filled gap closes; otherwise its attempts grow and the next
+3. `rebuild_pending_rollups` (alongside) rebuilds the derived 5m..4h bars of any 1m write in the
+   window whose rebuild never ran (`rollups_at` still NULL in the ingest or REST ledger).
+4. `verify_and_report` re-counts: a filled gap closes; otherwise its attempts grow and the next
    retry backs off exponentially (`gaps_backoff_hours`, default 12, doubling, at most 7 days) until
    `gaps_max_attempts` (default 5) make it `unfillable`, with the reason. It writes
    `completeness.json` and a heatmap `completeness.png` under `market_reports_dir`/<date>/ (and to
@@ -98,6 +100,14 @@ with DAG(
 
         return verify(plan, loads, fills)
 
+    @task
+    def rebuild_pending_rollups(params: dict[str, Any], dag_run: Any = None) -> dict[str, int]:
+        """Derived bars of 1m writes whose rebuild never ran."""
+        from marketbars.gap_tasks import rebuild_pending_rollups
+
+        return rebuild_pending_rollups(params, dag_run)
+
+    rebuild_pending_rollups()
     plan = detect_gaps()
     loads = flatfile_loads(flatfile_work(plan))
     fills = rest_fills(rest_work(plan))

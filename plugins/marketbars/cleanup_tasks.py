@@ -38,7 +38,8 @@ def plan(params: Mapping[str, Any], dag_run: Any) -> dict[str, Any]:
         days = int(Variable.get(name, default=default))
         ledger_cutoffs[kind] = (run_date - dt.timedelta(days=days)).isoformat() if days > 0 else None
     with _connect() as conn:
-        warehouse.migrate(conn)
+        if not params["dry_run"]:  # a dry run changes nothing, not even the schema
+            warehouse.migrate(conn)
         partitions, estimates = maintenance.bar_partitions(conn)
         split = retention.plan_partitions(partitions, before)
         trim = None
@@ -80,16 +81,18 @@ def apply_retention(plan: Mapping[str, Any]) -> dict[str, Any]:
         return {
             "partitions_dropped": [],
             "would_drop": [p["name"] for p in plan["drop"]],
+            "would_free": sum(p["bytes"] for p in plan["drop"]),
             "rows_trimmed": 0,
             "would_trim": plan["trim"]["rows"] if plan["trim"] else 0,
         }
-    dropped = []
+    dropped, bytes_dropped = [], 0
     with _connect() as conn:
         for partition in plan["drop"]:
             freed = maintenance.drop_partition(conn, partition["name"], before)
             if freed:
                 log.info("dropped market.%s (%s)", partition["name"], _mb(freed))
                 dropped.append(partition["name"])
+                bytes_dropped += freed
         trimmed, trimmed_from = 0, None
         partitions, _ = maintenance.bar_partitions(conn)
         straddling = retention.plan_partitions(partitions, before).trim
@@ -97,7 +100,12 @@ def apply_retention(plan: Mapping[str, Any]) -> dict[str, Any]:
             trimmed = maintenance.trim_partition(conn, straddling, before)
             trimmed_from = straddling.name
             log.info("trimmed %s rows before %s from market.%s", f"{trimmed:,}", before, straddling.name)
-    return {"partitions_dropped": dropped, "rows_trimmed": trimmed, "trimmed_partition": trimmed_from}
+    return {
+        "partitions_dropped": dropped,
+        "bytes_dropped": bytes_dropped,
+        "rows_trimmed": trimmed,
+        "trimmed_partition": trimmed_from,
+    }
 
 
 def prune_ledgers(plan: Mapping[str, Any]) -> dict[str, int]:
@@ -134,19 +142,7 @@ def remove_temp_files(plan: Mapping[str, Any], now: dt.datetime | None = None) -
         removed += 1
         freed += size
         log.info("%s %s (%s)", "would remove" if plan["dry_run"] else "removed", path, _mb(size))
-    if not plan["dry_run"]:
-        _remove_empty_folders(root)
     return {"files": removed, "bytes": freed}
-
-
-def _remove_empty_folders(root: Path) -> None:
-    for folder in sorted(
-        (p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
-    ):
-        try:
-            folder.rmdir()  # only succeeds when empty
-        except OSError:
-            continue
 
 
 def vacuum(
@@ -189,9 +185,12 @@ def summarize(
         "ledger_rows_pruned": dict(pruned),
         "files_removed": files["files"],
         "file_bytes_freed": files["bytes"],
+        # Dropped partitions' own pg_total_relation_size, taken as each was dropped: the space the
+        # cleanup returned. (The schema's size before and after also moves with concurrent loads, and
+        # a trim's or a prune's space is reused by later writes, not returned.)
+        "bytes_freed": retention_result.get("would_free" if dry else "bytes_dropped", 0),
         "bytes_before": plan["bytes_before"],
         "bytes_after": after,
-        "bytes_freed": plan["bytes_before"] - after,
     }
     verb = "would be" if dry else "were"
     lines = [
@@ -203,8 +202,9 @@ def summarize(
         "  ledger rows pruned : "
         + (", ".join(f"{t} {n:,}" for t, n in pruned.items()) or "none (kept by their settings)"),
         f"  temp files removed : {files['files']:,} ({_mb(files['bytes'])})",
-        f"  warehouse size     : {_mb(plan['bytes_before'])} -> {_mb(after)}"
-        f" ({_mb(summary['bytes_freed'])} freed; deleted rows' space is reused, not returned)",
+        f"  bytes freed        : {_mb(summary['bytes_freed'])} (dropped partitions; trimmed and pruned"
+        " rows' space is reused by later writes)",
+        f"  warehouse size     : {_mb(plan['bytes_before'])} -> {_mb(after)}",
     ]
     log.info("\n".join(lines))
     return summary

@@ -295,3 +295,30 @@ def _upload(paths: list[Path]) -> None:
         key = "/".join(p for p in (where.path.strip("/"), "gaps", path.parent.name, path.name) if p)
         hook.load_file(str(path), key=key, bucket_name=where.netloc, replace=True)
         log.info("completeness report uploaded: s3://%s/%s", where.netloc, key)
+
+
+def rebuild_pending_rollups(params: Mapping[str, Any], dag_run: Any) -> dict[str, int]:
+    """Rebuild the derived bars of 1m writes in the lookback window whose rebuild never ran (a task
+    that died between its load and its rebuild, and was not retried)."""
+    from marketbars import trading_calendar, warehouse
+    from marketbars.hooks.warehouse import WarehouseHook
+
+    run_date = trading_calendar.today_in_new_york(dag_run.logical_date or dag_run.run_after)
+    first = run_date - dt.timedelta(days=int(params["lookback_days"]) - 1)
+    rebuilt = bars = 0
+    with WarehouseHook().connect() as conn:
+        warehouse.migrate(conn)
+        for dataset, session, symbols in warehouse.pending_rollups(conn, first):
+            counts = warehouse.rebuild_rollups(conn, dataset, session, symbols)
+            log.info(
+                "%s %s %s: derived bars were pending; rebuilt %s",
+                dataset,
+                session,
+                "every ticker" if symbols == ["*"] else ", ".join(symbols),
+                ", ".join(f"{tf} {n:,}" for tf, n in counts.derived_bars.items()),
+            )
+            rebuilt += 1
+            bars += sum(counts.derived_bars.values())
+    if not rebuilt:
+        log.info("no derived bars pending since %s", first)
+    return {"rebuilt": rebuilt, "derived_bars": bars}

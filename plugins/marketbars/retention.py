@@ -17,6 +17,7 @@ from marketbars.trading_calendar import NEW_YORK
 
 MIN_RETENTION_DAYS = 30  # a guard against a typo wiping the warehouse
 STALE_FILE_AGE = dt.timedelta(hours=24)
+_PARTITION_NAME = re.compile(r"^historical_bars_(\d{4})_(\d{2})$")
 # The names the download hook writes (marketbars.hooks.flatfiles): a cached version
 # "<session>.<etag>.csv.gz" and a download in progress ".<name>.<pid>-<hex>.part". Nothing else
 # in the folder is touched.
@@ -30,6 +31,7 @@ class Partition:
     start: dt.datetime  # inclusive, UTC
     end: dt.datetime  # exclusive, UTC
     bytes: int
+    attached: bool = True  # False: detached by a drop that was cut short; only the DROP is left
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,17 @@ def cutoff(run_date: dt.date, retention_days: int) -> tuple[dt.date, dt.datetime
         raise ValueError(f"retention_days must be at least {MIN_RETENTION_DAYS}, got {retention_days}")
     first_kept = run_date - dt.timedelta(days=retention_days)
     return first_kept, dt.datetime.combine(first_kept, dt.time(0), NEW_YORK).astimezone(dt.UTC)
+
+
+def month_bounds(name: str) -> tuple[dt.datetime, dt.datetime] | None:
+    """The New York month a partition's name stands for (historical_bars_YYYY_MM), in UTC."""
+    match = _PARTITION_NAME.match(name)
+    if match is None:
+        return None
+    year, month = int(match[1]), int(match[2])
+    start = dt.datetime(year, month, 1, tzinfo=NEW_YORK)
+    end = dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=NEW_YORK)
+    return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
 
 
 def plan_partitions(partitions: Iterable[Partition], before: dt.datetime) -> PartitionPlan:

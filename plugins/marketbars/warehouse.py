@@ -523,6 +523,7 @@ def rebuild_rollups(
     in_window = sql.SQL("timeframe = ANY(%s) AND ts >= %s AND ts < %s AND {scope}").format(scope=scope)
     with conn.transaction(), conn.cursor() as cur:
         _lock_session(cur, dataset, "1m", session)
+        cur.execute("SET LOCAL extra_float_digits = 1")  # floats printed exactly (the default since PG 12)
         minutes = _read_minutes(cur, scope, scope_params, hours.open, hours.close)
         derived = rollups.roll_up(minutes, hours)
         batches = (batch for tf, bars in derived.items() for batch in _with_constants(bars, tf, "rollup"))
@@ -546,6 +547,13 @@ def rebuild_rollups(
                WHERE dataset = %s AND timeframe = '1m' AND session_date = %s AND selection_key = %s""",
             (dataset, session, selection_key(symbols)),
         )
+        cur.execute(
+            sql.SQL(
+                "UPDATE market.rest_ledger SET rollups_at = now()"
+                " WHERE timeframe = '1m' AND session_date = %s AND {scope}"
+            ).format(scope=scope),
+            (session, *scope_params),
+        )
     return RollupCounts(
         minute_bars=minutes.num_rows,
         derived_bars={tf: bars.num_rows for tf, bars in derived.items()},
@@ -565,6 +573,29 @@ _ROLLUP_DELETE_CHANGED = """
 _ROLLUP_INSERT_NEW = """
     INSERT INTO market.historical_bars SELECT * FROM rollup_incoming
     ON CONFLICT (symbol, timeframe, ts) DO NOTHING"""
+
+
+def pending_rollups(conn: psycopg.Connection, first: dt.date) -> list[tuple[str, dt.date, list[str]]]:
+    """(dataset, session, selection) whose 1m bars were written since ``first`` but whose derived bars
+    were not rebuilt after (the writing task died between its two transactions and was not retried)."""
+    from marketbars.flatfiles import dataset_of
+
+    flat = conn.execute(
+        """SELECT dataset, session_date, CASE WHEN selection_key = '*' THEN ARRAY['*'] ELSE symbols END
+           FROM market.ingest_ledger
+           WHERE timeframe = '1m' AND rollups_at IS NULL AND session_date >= %s""",
+        (first,),
+    ).fetchall()
+    rest = conn.execute(
+        """SELECT symbol, session_date FROM market.rest_ledger
+           WHERE timeframe = '1m' AND rollups_at IS NULL AND status <> 'flatfile' AND session_date >= %s""",
+        (first,),
+    ).fetchall()
+    pending = [(dataset, day, list(symbols)) for dataset, day, symbols in flat]
+    pending += [(dataset_of(symbol), day, [symbol]) for symbol, day in rest]
+    return sorted(pending)
+
+
 _MINUTES_CSV_TYPES = {
     "symbol": pa.string(),
     "ts": pa.int64(),
@@ -593,7 +624,9 @@ def _read_minutes(
     table = pacsv.read_csv(
         buffer,
         read_options=pacsv.ReadOptions(column_names=list(_MINUTES_CSV_TYPES)),
-        convert_options=pacsv.ConvertOptions(column_types=_MINUTES_CSV_TYPES),
+        convert_options=pacsv.ConvertOptions(
+            column_types=_MINUTES_CSV_TYPES, null_values=[""], strings_can_be_null=False
+        ),
     )
     return table.set_column(1, "ts", table["ts"].cast(pa.timestamp("us", tz="UTC"))).cast(BAR_SCHEMA)
 
@@ -690,7 +723,8 @@ def replace_rest_sessions(
                    ON CONFLICT (symbol, timeframe, session_date) DO UPDATE SET
                        status = EXCLUDED.status, rows_loaded = EXCLUDED.rows_loaded,
                        rows_quarantined = EXCLUDED.rows_quarantined, requests = EXCLUDED.requests,
-                       request_ids = EXCLUDED.request_ids, run_id = EXCLUDED.run_id, fetched_at = now()""",
+                       request_ids = EXCLUDED.request_ids, run_id = EXCLUDED.run_id, fetched_at = now(),
+                       rollups_at = NULL""",
                 (
                     fill.symbol,
                     fill.timeframe,

@@ -28,6 +28,13 @@ def partitions(conn: psycopg.Connection) -> set[str]:
     return {name for (name,) in rows}
 
 
+def sizes(conn: psycopg.Connection, names: list[str]) -> int:
+    return sum(
+        conn.execute("SELECT pg_total_relation_size(%s::regclass)", (f"market.{n}",)).fetchone()[0]
+        for n in names
+    )
+
+
 def snapshot(conn: psycopg.Connection) -> dict[str, object]:
     return {
         "bars": set(conn.execute("SELECT symbol, timeframe, ts FROM market.historical_bars")),
@@ -112,7 +119,10 @@ def test_a_dry_run_reports_and_changes_nothing(
         1 for (_, _, ts) in before["bars"] if ts < FIRST_KEPT_AT and ts.astimezone(NEW_YORK).month == 11
     )
     assert summary["rows_trimmed"] == expected_trim > 0
-    assert summary["files_removed"] == 1 and summary["bytes_freed"] == 0
+    assert summary["files_removed"] == 1
+    assert (
+        summary["bytes_freed"] == sizes(spanning, ["historical_bars_2024_09", "historical_bars_2024_10"]) > 0
+    )
 
 
 def test_retention_drops_old_partitions_trims_the_boundary_and_keeps_the_rest(
@@ -124,7 +134,10 @@ def test_retention_drops_old_partitions_trims_the_boundary_and_keeps_the_rest(
     for path in (stale, fresh):
         path.write_text("x")
     os.utime(stale, (0, 0))
+    freed = sizes(spanning, ["historical_bars_2024_09", "historical_bars_2024_10"])
     before = snapshot(spanning)
+    # A drop cut short last week: September's partition detached but not dropped.
+    spanning.execute("ALTER TABLE market.historical_bars DETACH PARTITION market.historical_bars_2024_09")
 
     run = dagbag.dags["weekly_cleanup"].test(logical_date=RUN, run_conf={"dry_run": False})
 
@@ -163,7 +176,8 @@ def test_retention_drops_old_partitions_trims_the_boundary_and_keeps_the_rest(
         "rest_ledger": 0,
         "backfill_gaps": 1,
     }
-    assert summary["bytes_freed"] > 0 and summary["files_removed"] == 1
+    assert summary["bytes_freed"] == freed and summary["files_removed"] == 1
+    assert spanning.execute("SELECT to_regclass('market.historical_bars_2024_09')").fetchone() == (None,)
 
     again = dagbag.dags["weekly_cleanup"].test(
         logical_date=RUN, run_conf={"dry_run": False}

@@ -12,6 +12,7 @@ from marketbars import warehouse
 from marketbars.operators.flatfile_download import FlatFileDownloadOperator
 from marketbars.operators.flatfile_load import FlatFileLoadOperator
 from marketbars.operators.rest_fill import RestFillOperator
+from marketbars.trading_calendar import NEW_YORK
 from sandbox import market
 from sandbox.rest_server import RestServer
 from sandbox.services import S3Server
@@ -93,7 +94,7 @@ def test_index_rollups_carry_no_volume_vwap_or_trades(
     }
 
 
-def test_a_dst_session_with_missing_minutes_and_a_replaced_file(
+def test_a_dst_session_and_missing_minutes_rebuild_only_what_changed(
     conn: psycopg.Connection, tmp_path: Path
 ) -> None:
     warehouse.migrate(conn)
@@ -155,3 +156,91 @@ def test_rest_fills_and_patches_rebuild_derived_bars_with_vwap(
         if row[1] == dt.datetime(2024, 3, 5, 14, 30, tzinfo=dt.UTC)
     )
     assert patched_hour[8] is not None  # the patched minutes' vwaps weigh in; the file's have none
+
+
+def test_a_replaced_file_rewrites_only_the_derived_bars_that_changed(
+    db_conn: psycopg.Connection, s3: S3Server, download_dir: Path
+) -> None:
+    first = market.build_file("stocks", "1m", EARLY_CLOSE, pathologies=[])
+    corrected = market.build_file(
+        "stocks", "1m", EARLY_CLOSE, pathologies=["high_below_low", "conflicting_duplicate"]
+    )
+    publish(s3, first)
+    load_with_operators(s3, download_dir, EARLY_CLOSE, ["*"])
+    before = derived_bars(db_conn, EARLY_CLOSE)
+    versions = dict(
+        ((s, tf, ts), x)
+        for s, tf, ts, x in db_conn.execute(
+            "SELECT symbol, timeframe, ts, xmin::text FROM market.historical_bars WHERE source = 'rollup'"
+        )
+    )
+    publish(s3, corrected)
+    [result] = load_with_operators(s3, download_dir, EARLY_CLOSE, ["*"])
+    assert result["action"] == "loaded"
+    assert_rollups_follow_the_minutes(db_conn, EARLY_CLOSE, dt.time(13))
+    after = derived_bars(db_conn, EARLY_CLOSE)
+    changed = {(row[0], tf, row[1]) for tf in before for row in after[tf] - before[tf]}
+    assert changed, "the corrected file should change some derived bars"
+    rewritten = {
+        (s, tf, ts)
+        for s, tf, ts, x in db_conn.execute(
+            "SELECT symbol, timeframe, ts, xmin::text FROM market.historical_bars WHERE source = 'rollup'"
+        )
+        if versions.get((s, tf, ts)) != x
+    }
+    assert rewritten == changed  # the merge left every unchanged derived bar alone
+
+
+def test_a_rebuild_that_never_ran_is_found_and_done(
+    db_conn: psycopg.Connection, rest_api: RestServer, tmp_path: Path
+) -> None:
+    from marketbars.gap_tasks import rebuild_pending_rollups
+
+    warehouse.migrate(db_conn)
+    sample = market.build_file("stocks", "1m", DST_START)
+    load_file(db_conn, tmp_path, sample, ["AAPL", "MSFT"])  # a load whose task died before its rebuild
+    RestFillOperator(
+        task_id="f", symbol="NVDA", dataset="stocks", sessions={"1m": [DST_START.isoformat()]},
+        requests_per_minute=6000,
+    ).execute({"run_id": "t"})  # fmt: skip
+    db_conn.execute("DELETE FROM market.historical_bars WHERE symbol = 'NVDA' AND source = 'rollup'")
+    db_conn.execute("UPDATE market.rest_ledger SET rollups_at = NULL")  # ... and a fill's that did too
+    assert warehouse.pending_rollups(db_conn, DST_START) == [
+        ("stocks", DST_START, ["AAPL", "MSFT"]),
+        ("stocks", DST_START, ["NVDA"]),
+    ]
+
+    class Run:
+        logical_date = dt.datetime.combine(DST_START, dt.time(21), NEW_YORK)
+        run_after = logical_date
+
+    result = rebuild_pending_rollups({"lookback_days": 3}, Run())
+
+    assert result["rebuilt"] == 2 and result["derived_bars"] > 0
+    assert warehouse.pending_rollups(db_conn, DST_START) == []
+    assert_rollups_follow_the_minutes(db_conn, DST_START, dt.time(16))
+    assert {row[0] for row in derived_bars(db_conn, DST_START)["1h"]} == {"AAPL", "MSFT", "NVDA"}
+
+
+def test_a_patch_retry_rebuilds_even_when_it_adds_nothing(
+    db_conn: psycopg.Connection, rest_api: RestServer, s3: S3Server, download_dir: Path
+) -> None:
+    day = dt.date(2024, 3, 5)
+    publish(s3, market.build_file("stocks", "1m", day))
+    load_with_operators(s3, download_dir, day, ["AAPL"])
+    db_conn.execute(
+        "DELETE FROM market.historical_bars WHERE timeframe = '1m' AND ts >= '2024-03-05 15:00+00'"
+        " AND ts < '2024-03-05 15:20+00'"
+    )
+
+    def patch() -> dict:
+        return RestFillOperator(
+            task_id="f", symbol="AAPL", dataset="stocks", sessions={"1m": [day.isoformat()]},
+            requests_per_minute=6000, patch_flatfile_sessions=True,
+        ).execute({"run_id": "t"})  # fmt: skip
+
+    patch()
+    # As if the first attempt died after the patch committed and before its rebuild.
+    db_conn.execute("DELETE FROM market.historical_bars WHERE source = 'rollup'")
+    assert patch()["1m"]["bars"] == 0  # the retry patches nothing ...
+    assert_rollups_follow_the_minutes(db_conn, day, dt.time(16))  # ... and still rebuilds

@@ -122,3 +122,32 @@ def test_no_regular_session_minutes_give_no_bars() -> None:
     table = _table([("X", hours.close, 1.0, 1.0, 1.0, 1.0, 1.0, 1, None)])  # 16:00 is after the close
     assert all(t.num_rows == 0 for t in rollups.roll_up(table, hours).values())
     assert all(t.num_rows == 0 for t in rollups.roll_up(BAR_SCHEMA.empty_table(), hours).values())
+
+
+def test_zero_volume_gives_no_vwap_and_missing_volumes_are_skipped() -> None:
+    hours = session_hours(dt.date(2024, 3, 5))
+    t0 = hours.open
+    table = _table(
+        [
+            ("Z", t0, 10.0, 10.0, 10.0, 10.0, 0.0, 0, 10.0),  # a REST minute with no volume
+            ("Z", t0 + dt.timedelta(minutes=1), 11.0, 11.0, 11.0, 11.0, 0.0, 0, 11.0),
+            ("P", t0, 10.0, 10.0, 10.0, 10.0, None, None, None),
+            ("P", t0 + dt.timedelta(minutes=1), 11.0, 11.0, 11.0, 11.0, 5.5, 2, None),
+        ]
+    )
+    bars = rollups.roll_up(table, hours)["5m"]
+    assert (
+        _as_tuples(bars)
+        == reference_rollups(
+            [
+                tuple(r.values())
+                for r in table.select(
+                    ["symbol", "ts", "open", "high", "low", "close", "volume", "trades", "vwap"]
+                ).to_pylist()
+            ],
+            hours.session,
+        )["5m"]
+    )
+    by_symbol = {r["symbol"]: r for r in bars.to_pylist()}
+    assert (by_symbol["Z"]["volume"], by_symbol["Z"]["vwap"]) == (0.0, None)
+    assert (by_symbol["P"]["volume"], by_symbol["P"]["trades"]) == (5.5, 2)

@@ -71,6 +71,9 @@ class RestFillOperator(BaseOperator):
         from marketbars.hooks.warehouse import WarehouseHook
         from marketbars.ratelimit import PostgresRateLimiter
 
+        derived = sorted(set(self.sessions) - {"1m", "1d"})
+        if derived:  # 5m..4h are rolled up from 1m; a REST fill of them would fight the rollups
+            raise AirflowFailException(f"{self.symbol}: REST fills 1m and 1d bars only, not {derived}")
         result: dict[str, Any] = {"symbol": self.symbol}
         with WarehouseHook(self.postgres_conn_id).connect() as conn:
             warehouse.migrate(conn)
@@ -104,8 +107,10 @@ class RestFillOperator(BaseOperator):
             conn, fill, parsed, run_id, patch_flatfile_sessions=self.patch_flatfile_sessions
         )
         if timeframe == "1m":  # the minutes changed unless a flat file kept the session as it was
-            for session, (status, rows) in sorted(statuses.items()):
-                if status in ("loaded", "empty") or (status == "patched" and rows):
+            for session, (status, _) in sorted(statuses.items()):
+                # A patch that added nothing is rebuilt too: it may be the retry of one whose
+                # rebuild never ran (and a rebuild over unchanged minutes writes nothing).
+                if status != "flatfile":
                     warehouse.rebuild_rollups(conn, self.dataset, session, [self.symbol])
 
         def days(status: str) -> list[str]:
