@@ -17,6 +17,8 @@ extended-hours trades and is canonical.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,6 +30,7 @@ from marketbars.trading_calendar import SessionHours
 # the open; the first is the finest.
 TIMEFRAMES: dict[str, int] = {"5m": 5, "15m": 15, "1h": 60, "4h": 240}
 _MINUTE_US = 60_000_000
+SLICE_ROWS = 100_000  # 1m bars rolled up at a time (whole symbols): ~25 MB of numpy work arrays
 
 
 def roll_up(minutes: pa.Table, hours: SessionHours) -> dict[str, pa.Table]:
@@ -36,6 +39,15 @@ def roll_up(minutes: pa.Table, hours: SessionHours) -> dict[str, pa.Table]:
     Bars outside the regular session are ignored; the input may hold any number of symbols in any
     order, but no two bars of a symbol at the same minute (the primary key guarantees it).
     """
+    parts: dict[str, list[pa.Table]] = {tf: [BAR_SCHEMA.empty_table()] for tf in TIMEFRAMES}
+    for timeframe, bars in iter_roll_up(minutes, hours):
+        parts[timeframe].append(bars)
+    return {tf: pa.concat_tables(tables) for tf, tables in parts.items()}
+
+
+def iter_roll_up(minutes: pa.Table, hours: SessionHours) -> Iterator[tuple[str, pa.Table]]:
+    """``roll_up`` as (timeframe, bars) pieces, a few whole symbols at a time, so a writer can send
+    them on as they come: the working memory stays bounded however many bars the session has."""
     minutes = minutes.select(BAR_SCHEMA.names).cast(BAR_SCHEMA)
     ts = minutes["ts"].cast(pa.int64()).to_numpy(zero_copy_only=False)
     open_us, close_us = _epoch_us(hours.open), _epoch_us(hours.close)
@@ -44,19 +56,36 @@ def roll_up(minutes: pa.Table, hours: SessionHours) -> dict[str, pa.Table]:
         minutes = minutes.filter(pa.array(in_session))
         ts = ts[in_session]
     if minutes.num_rows == 0:
-        return {tf: BAR_SCHEMA.empty_table() for tf in TIMEFRAMES}
+        return
 
     encoded = pc.dictionary_encode(minutes["symbol"]).combine_chunks()
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     if not _grouped_in_time_order(codes, ts):
         order = np.lexsort((ts, codes))
         minutes, codes, ts = minutes.take(pa.array(order)), codes[order], ts[order]
-    columns = _Columns(minutes)
     minute = (ts - open_us) // _MINUTE_US
-    return {
-        tf: _aggregate(columns, codes, minute // width, encoded.dictionary, open_us, width)
-        for tf, width in TIMEFRAMES.items()
-    }
+    del ts
+    for start, stop in _symbol_slices(codes, SLICE_ROWS):
+        columns = _Columns(minutes.slice(start, stop - start))
+        for tf, width in TIMEFRAMES.items():
+            bucket = minute[start:stop] // width
+            yield tf, _aggregate(columns, codes[start:stop], bucket, encoded.dictionary, open_us, width)
+
+
+def _symbol_slices(codes: np.ndarray, size: int) -> list[tuple[int, int]]:
+    """[start, stop) row ranges of about ``size`` rows that never split a symbol's bars."""
+    boundaries = np.flatnonzero(np.diff(codes)) + 1  # where a new symbol starts
+    slices, start = [], 0
+    while start < len(codes):
+        stop = start + size
+        if stop >= len(codes):
+            stop = len(codes)
+        else:
+            at = np.searchsorted(boundaries, stop)
+            stop = int(boundaries[at]) if at < len(boundaries) else len(codes)
+        slices.append((start, stop))
+        start = stop
+    return slices
 
 
 def _epoch_us(moment: object) -> int:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import logging
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -524,9 +524,15 @@ def rebuild_rollups(
     with conn.transaction(), conn.cursor() as cur:
         _lock_session(cur, dataset, "1m", session)
         cur.execute("SET LOCAL extra_float_digits = 1")  # floats printed exactly (the default since PG 12)
+        pa.default_memory_pool().release_unused()  # a load just before may have left its buffers cached
         minutes = _read_minutes(cur, scope, scope_params, hours.open, hours.close)
-        derived = rollups.roll_up(minutes, hours)
-        batches = (batch for tf, bars in derived.items() for batch in _with_constants(bars, tf, "rollup"))
+        derived = dict.fromkeys(rollups.TIMEFRAMES, 0)
+
+        def batches() -> Iterator[pa.RecordBatch]:  # streamed: the whole result is never in memory
+            for tf, bars in rollups.iter_roll_up(minutes, hours):
+                derived[tf] += bars.num_rows
+                yield from _with_constants(bars, tf, "rollup")
+
         window = (list(rollups.TIMEFRAMES), hours.open, hours.close, *scope_params)
         (occupied,) = cur.execute(
             sql.SQL("SELECT EXISTS (SELECT 1 FROM market.historical_bars WHERE {w})").format(w=in_window),
@@ -534,10 +540,10 @@ def rebuild_rollups(
         ).fetchone()
         replaced = 0
         if not occupied:  # the first build: straight in
-            _copy_batches(cur, sql.SQL("market.historical_bars"), COPY_SCHEMA, batches)
+            _copy_batches(cur, sql.SQL("market.historical_bars"), COPY_SCHEMA, batches())
         else:  # a rebuild rewrites only the bars that changed: no bloat when the minutes did not
             cur.execute("CREATE TEMPORARY TABLE rollup_incoming (LIKE market.historical_bars) ON COMMIT DROP")
-            _copy_batches(cur, sql.SQL("rollup_incoming"), COPY_SCHEMA, batches)
+            _copy_batches(cur, sql.SQL("rollup_incoming"), COPY_SCHEMA, batches())
             cur.execute("ANALYZE rollup_incoming")
             cur.execute(sql.SQL(_ROLLUP_DELETE_CHANGED).format(w=in_window), window)
             replaced = cur.rowcount
@@ -556,7 +562,7 @@ def rebuild_rollups(
         )
     return RollupCounts(
         minute_bars=minutes.num_rows,
-        derived_bars={tf: bars.num_rows for tf, bars in derived.items()},
+        derived_bars=derived,
         replaced=replaced,
         seconds=time.perf_counter() - started,
     )
@@ -608,26 +614,27 @@ def _read_minutes(
     cur: psycopg.Cursor, scope: sql.Composable, scope_params: tuple, start: dt.datetime, end: dt.datetime
 ) -> pa.Table:
     """The selection's 1m bars in [start, end) as Arrow, streamed out as CSV (PostgreSQL prints
-    floats exactly since version 12) and parsed by pyarrow: far cheaper than a tuple per row."""
+    floats exactly since version 12) and parsed by pyarrow: far cheaper than a tuple per row. The
+    CSV is spooled to a temporary file rather than held in memory next to its parsed columns."""
     statement = sql.SQL(
         "COPY (SELECT symbol, (date_part('epoch', ts) * 1000000)::bigint, open, high, low, close, volume,"
         " vwap, trades FROM market.historical_bars WHERE timeframe = '1m' AND ts >= %s AND ts < %s"
         " AND {scope}) TO STDOUT (FORMAT CSV)"
     ).format(scope=scope)
-    buffer = io.BytesIO()
-    with cur.copy(statement, (start, end, *scope_params)) as copy:
-        for block in copy:
-            buffer.write(block)
-    if buffer.tell() == 0:
-        return BAR_SCHEMA.empty_table()
-    buffer.seek(0)
-    table = pacsv.read_csv(
-        buffer,
-        read_options=pacsv.ReadOptions(column_names=list(_MINUTES_CSV_TYPES)),
-        convert_options=pacsv.ConvertOptions(
-            column_types=_MINUTES_CSV_TYPES, null_values=[""], strings_can_be_null=False
-        ),
-    )
+    with tempfile.TemporaryFile(prefix="marketbars-minutes-") as spool:
+        with cur.copy(statement, (start, end, *scope_params)) as copy:
+            for block in copy:
+                spool.write(block)
+        if spool.tell() == 0:
+            return BAR_SCHEMA.empty_table()
+        spool.seek(0)
+        table = pacsv.read_csv(
+            spool,
+            read_options=pacsv.ReadOptions(column_names=list(_MINUTES_CSV_TYPES), use_threads=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types=_MINUTES_CSV_TYPES, null_values=[""], strings_can_be_null=False
+            ),
+        )
     return table.set_column(1, "ts", table["ts"].cast(pa.timestamp("us", tz="UTC"))).cast(BAR_SCHEMA)
 
 

@@ -74,13 +74,18 @@ def _as_tuples(table: pa.Table) -> set[tuple]:
         (dt.date(2025, 11, 3), dt.time(16)),  # the first session after it ends
     ],
 )
-def test_rollups_match_an_independent_recomputation_exactly(session: dt.date, close: dt.time) -> None:
+def test_rollups_match_an_independent_recomputation_exactly(
+    session: dt.date, close: dt.time, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bars = _synthetic(session, seed=session.toordinal())
     shuffled = [bars[i] for i in np.random.default_rng(1).permutation(len(bars))]
     expected = reference_rollups(bars, session, close)
     for order in (bars, shuffled):
         derived = rollups.roll_up(_table(order), session_hours(session))
         assert {tf: _as_tuples(t) for tf, t in derived.items()} == expected
+    monkeypatch.setattr(rollups, "SLICE_ROWS", 100)  # many slices, cut only between symbols
+    derived = rollups.roll_up(_table(shuffled), session_hours(session))
+    assert {tf: _as_tuples(t) for tf, t in derived.items()} == expected
     # 3 symbols x (09:30, 13:30), or only 09:30 when the session closes at 13:00
     assert len(expected["4h"]) == (6 if close == dt.time(16) else 3)
 
@@ -115,6 +120,13 @@ def test_vwap_weighs_only_minutes_that_have_one_and_is_null_without() -> None:
     assert by_symbol["X"]["vwap"] == (10.0 * 100 + 12.0 * 300) / 400
     assert by_symbol["X"]["volume"] == 1400.0
     assert by_symbol["Y"]["vwap"] is None
+
+
+def test_slices_never_split_a_symbol() -> None:
+    codes = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
+    assert rollups._symbol_slices(codes, 4) == [(0, 5), (5, 9), (9, 10)]
+    assert rollups._symbol_slices(codes, 100) == [(0, 10)]
+    assert rollups._symbol_slices(np.zeros(7, dtype=np.int64), 2) == [(0, 7)]
 
 
 def test_no_regular_session_minutes_give_no_bars() -> None:
