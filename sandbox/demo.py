@@ -73,16 +73,10 @@ def _run_scheduled(
         f"$ airflow dags test {dag_id} {logical}" + (f" -c '{json.dumps(conf)}'" if conf else ""), flush=True
     )
     seconds = _airflow(["dags", "test", dag_id, logical, *extra], env, log_path)
-    continued = False  # a multi-line message's next lines carry no logger name
     for line in log_path.read_text(errors="replace").splitlines():
         message = line.split("] ", 1)[-1] if "] " in line else line
         if any(name in line for name in TASK_LOGGERS):
-            print("   ", message.split(" [marketbars")[0].strip())
-            continued = True
-        elif continued and line.startswith("  ") and not line.startswith("    "):
-            print("   ", line.split(" [marketbars")[0].rstrip())
-        else:
-            continued = False
+            print("   ", message.split(" [marketbars")[0].rstrip())
     print(f"    ({seconds:.0f} s through Airflow; full log: {log_path.relative_to(ROOT)})")
 
 
@@ -128,7 +122,8 @@ REPORT_QUERIES = {
     "by_timeframe": f"""
         SELECT timeframe, count(DISTINCT symbol), count(*), count(DISTINCT {NY_TS}::date),
                min({NY_TS}), max({NY_TS})
-        FROM market.historical_bars GROUP BY timeframe ORDER BY timeframe""",
+        FROM market.historical_bars GROUP BY timeframe
+        ORDER BY array_position(ARRAY['1m', '5m', '15m', '1h', '4h', '1d'], timeframe)""",
     "watchlist_minutes": f"""
         SELECT symbol, count(*) FILTER (WHERE {NY_TS}::time >= '09:30' AND {NY_TS}::time < '16:00'), count(*)
         FROM market.historical_bars

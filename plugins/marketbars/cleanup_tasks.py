@@ -206,7 +206,8 @@ def summarize(
         " rows' space is reused by later writes)",
         f"  warehouse size     : {_mb(plan['bytes_before'])} -> {_mb(after)}",
     ]
-    log.info("\n".join(lines))
+    for line in lines:  # one record per line: readable in any log viewer
+        log.info(line)
     return summary
 
 
