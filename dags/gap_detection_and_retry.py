@@ -41,7 +41,7 @@ from typing import Any
 from airflow.sdk import DAG, Param, task
 
 from marketbars.assets import HISTORICAL_BARS
-from marketbars.dag_defaults import DEFAULT_ARGS
+from marketbars.dag_defaults import DEFAULT_ARGS, MAX_CONSECUTIVE_FAILED_RUNS
 from marketbars.dag_parts import flatfile_loads, rest_fills
 
 with DAG(
@@ -51,6 +51,7 @@ with DAG(
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
+    max_consecutive_failed_dag_runs=MAX_CONSECUTIVE_FAILED_RUNS,
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,
     tags=["market-data", "gaps", "quality"],

@@ -24,6 +24,10 @@ date is not an XNYS session (a holiday) does nothing.
 4. `summarize` logs per symbol the sessions and bars by timeframe and source, and the gaps; it
    fails the run when planning failed or a planned load did not happen.
 
+**Alerts.** A task that fails after its retries alerts through the configured channels; three
+failed runs in a row pause the DAG; a run not finished 3 hours after it was queued
+(`MARKETBARS_DAILY_DEADLINE_MINUTES` on the scheduler, default 180) raises a deadline alert.
+
 Connections: `massive_s3` (optional), `massive_api`, `market_db`. Pool: `massive_api`.
 """
 
@@ -32,10 +36,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from airflow.sdk import DAG, CronTriggerTimetable, Param, task
+from airflow.sdk import (
+    DAG,
+    CronTriggerTimetable,
+    Param,
+    task,
+)
 
 from marketbars.assets import HISTORICAL_BARS
-from marketbars.dag_defaults import DEFAULT_ARGS
+from marketbars.dag_defaults import DEFAULT_ARGS, MAX_CONSECUTIVE_FAILED_RUNS, daily_deadline
 from marketbars.dag_parts import flatfile_loads, rest_fills
 
 with DAG(
@@ -45,6 +54,8 @@ with DAG(
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
+    max_consecutive_failed_dag_runs=MAX_CONSECUTIVE_FAILED_RUNS,
+    deadline=daily_deadline(),
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,
     tags=["market-data", "flat-files", "rest", "daily"],

@@ -35,7 +35,7 @@ from typing import Any
 
 from airflow.sdk import DAG, CronTriggerTimetable, Param, task
 
-from marketbars.dag_defaults import DEFAULT_ARGS
+from marketbars.dag_defaults import DEFAULT_ARGS, MAX_CONSECUTIVE_FAILED_RUNS
 
 with DAG(
     dag_id="weekly_cleanup",
@@ -44,6 +44,7 @@ with DAG(
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
+    max_consecutive_failed_dag_runs=MAX_CONSECUTIVE_FAILED_RUNS,
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,
     tags=["market-data", "maintenance"],

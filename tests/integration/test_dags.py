@@ -100,6 +100,30 @@ def test_the_daily_backfill_runs_on_weekdays_after_the_close_in_new_york(dagbag)
     assert dagbag.dags["watchlist_daily_backfill"].get_task("rest_fill").pool == "massive_api"
 
 
+def test_scheduled_dags_pause_after_three_failed_runs_and_every_task_alerts(dagbag) -> None:
+    from marketbars.notifications import FailureAlertNotifier
+
+    for dag_id in ("watchlist_daily_backfill", "gap_detection_and_retry", "weekly_cleanup"):
+        assert dagbag.dags[dag_id].max_consecutive_failed_dag_runs == 3, dag_id
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            assert any(isinstance(c, FailureAlertNotifier) for c in task.on_failure_callback), task.task_id
+
+
+def test_the_daily_backfill_alerts_when_not_finished_three_hours_after_it_was_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import AsyncCallback, DeadlineReference
+
+    monkeypatch.delenv("MARKETBARS_DAILY_DEADLINE_MINUTES")  # as deployed (the tests turn it off)
+    [deadline] = DagBag(dag_folder=str(ROOT / "dags")).dags["watchlist_daily_backfill"].deadline
+    assert deadline.reference == DeadlineReference.DAGRUN_QUEUED_AT
+    assert deadline.interval == dt.timedelta(hours=3)
+    assert isinstance(deadline.callback, AsyncCallback)
+    assert deadline.callback.path == "marketbars.notifications.deadline_missed"
+
+
 def test_the_weekly_cleanup_runs_on_saturday_mornings_in_new_york(dagbag) -> None:
     dag = dagbag.dags["weekly_cleanup"]
     assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 3 * * 6", "America/New_York")

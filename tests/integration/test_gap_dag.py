@@ -203,7 +203,7 @@ def test_alerts_fire_when_gaps_age(
     assert seeded.test(logical_date=RUN, run_conf={"lookback_days": 7}).state == "success"
     alerts = [r for r in caplog.records if r.name == "marketbars.alerts"]
     assert [(r.levelname, r.getMessage().splitlines()[0]) for r in alerts] == [
-        ("ERROR", "ALERT [CRITICAL] 1 gap(s) open for more than 7 trading sessions"),
+        ("CRITICAL", "ALERT [CRITICAL] 1 gap(s) open for more than 7 trading sessions"),
         ("WARNING", "ALERT [WARNING] 1 gap(s) open for more than 1 trading sessions"),
     ]
     assert "I:SPX 1d 2024-11-21: open for 9 trading sessions, 0 attempts" in alerts[0].getMessage()

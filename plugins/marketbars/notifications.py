@@ -1,0 +1,198 @@
+"""Alert channels: SNS (the amazon provider's notifier), e-mail (the SMTP provider's) and a JSON
+webhook (Slack-compatible), chosen by configuration when an alert is raised, not when a DAG is
+parsed. Every DAG's tasks carry ``FailureAlertNotifier`` as their ``on_failure_callback``.
+
+Configuration (Variables, and connections for the secrets):
+
+* SNS: ``alerts_sns_topic_arn`` (empty: off), through the ``alerts_aws_conn_id`` connection
+  (default ``aws_default``);
+* e-mail: ``alerts_email_to`` (comma-separated; empty: off), ``alerts_email_from``, through the
+  ``alerts_smtp_conn_id`` connection (default ``smtp_default``);
+* webhook: the ``alerts_webhook`` connection (an ``http`` connection whose host is the URL; a
+  password, if any, is sent as a bearer token); absent: off.
+
+Nothing configured: one log line says so, and the alert is in the log. A credential never goes
+into an alert (``alerts.scrub``), and the webhook URL, a secret itself for Slack, is masked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from airflow.sdk import BaseNotifier
+
+from marketbars import alerts
+
+log = logging.getLogger(__name__)
+WEBHOOK_CONN_ID = "alerts_webhook"
+WEBHOOK_TIMEOUT_S = 10
+
+
+class WebhookNotifier(BaseNotifier):
+    """POST an alert as JSON to the URL of an ``http`` connection: ``{"text": ..., <fields>}``.
+
+    Slack incoming webhooks read ``text``; other receivers get every field (DAG, task, map name,
+    try, run, logical date, error, log link). The connection's password, if set, is sent as
+    ``Authorization: Bearer``. Failures name the host only: the URL's path may be the secret.
+    """
+
+    template_fields: Sequence[str] = ("http_conn_id",)
+
+    def __init__(
+        self, *, payload: Mapping[str, Any], http_conn_id: str = WEBHOOK_CONN_ID, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.payload = dict(payload)
+        self.http_conn_id = http_conn_id
+
+    def notify(self, context: Any) -> None:
+        import requests
+        from airflow.sdk import BaseHook
+
+        conn = BaseHook.get_connection(self.http_conn_id)
+        url = _webhook_url(conn)
+        _mask(url)
+        headers = {"Content-Type": "application/json"}
+        if conn.password:
+            headers["Authorization"] = f"Bearer {conn.password}"
+        host = requests.utils.urlparse(url).netloc
+        try:
+            response = requests.post(
+                url, data=json.dumps(self.payload, default=str), headers=headers, timeout=WEBHOOK_TIMEOUT_S
+            )
+        except requests.RequestException as exc:
+            raise RuntimeError(f"webhook {host}: {type(exc).__name__}") from None
+        if response.status_code >= 300:
+            raise RuntimeError(f"webhook {host} answered HTTP {response.status_code}")
+
+
+class FailureAlertNotifier(BaseNotifier):
+    """``on_failure_callback`` of every task: builds the failure alert from the context and sends
+    it through the configured channels (see the module's docstring)."""
+
+    def notify(self, context: Any) -> None:
+        alerts.emit(alerts.task_failure(context), context)
+
+
+def _webhook_url(conn: Any) -> str:
+    host = (conn.host or "").strip()
+    if not host:
+        raise RuntimeError(f"connection {conn.conn_id!r} has no host (the webhook URL)")
+    if "://" not in host:
+        host = f"{conn.schema or 'https'}://{host}"
+    if conn.port:
+        scheme, rest = host.split("://", 1)
+        netloc, _, path = rest.partition("/")
+        host = f"{scheme}://{netloc}:{conn.port}/{path}"
+    return host
+
+
+def _mask(secret: str) -> None:
+    try:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(secret)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _variable(name: str, default: str = "") -> str:
+    from airflow.sdk import Variable
+
+    try:
+        return str(Variable.get(name, default=default) or "").strip()
+    except Exception:  # no Variable backend reachable (outside a task): treat as unset
+        return default
+
+
+def _has_connection(conn_id: str) -> bool:
+    from airflow.sdk import BaseHook
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except Exception:
+        return False
+    return True
+
+
+def configured_channels() -> dict[str, Any]:
+    """Which channels are on, and their settings (no secrets: those stay in the connections)."""
+    channels: dict[str, Any] = {}
+    if topic := _variable("alerts_sns_topic_arn"):
+        channels["sns"] = {"target_arn": topic, "aws_conn_id": _variable("alerts_aws_conn_id", "aws_default")}
+    if to := _variable("alerts_email_to"):
+        channels["email"] = {
+            "to": [address.strip() for address in to.split(",") if address.strip()],
+            "from_email": _variable("alerts_email_from", "market-data-airflow@localhost"),
+            "smtp_conn_id": _variable("alerts_smtp_conn_id", "smtp_default"),
+        }
+    if _has_connection(WEBHOOK_CONN_ID):
+        channels["webhook"] = {"http_conn_id": WEBHOOK_CONN_ID}
+    return channels
+
+
+def deliver(alert: alerts.Alert, context: Mapping[str, Any]) -> list[str]:
+    """Send an alert through every configured channel; the channels it reached."""
+    from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    channels = configured_channels()
+    if not channels:
+        log.warning(
+            "no alert channel is configured (Variables alerts_sns_topic_arn, alerts_email_to, or the "
+            "%s connection): the alert above is only in this log",
+            WEBHOOK_CONN_ID,
+        )
+        return []
+    subject = alert.title[:100]  # SNS subjects are limited to 100 characters
+    notifiers: dict[str, BaseNotifier] = {}
+    if "sns" in channels:
+        notifiers["sns"] = SnsNotifier(
+            aws_conn_id=channels["sns"]["aws_conn_id"],
+            target_arn=channels["sns"]["target_arn"],
+            message=json.dumps(alert.payload(), default=str),
+            subject=subject,
+        )
+    if "email" in channels:
+        notifiers["email"] = SmtpNotifier(
+            to=channels["email"]["to"],
+            from_email=channels["email"]["from_email"],
+            subject=subject,
+            html_content=_html(alert),
+            smtp_conn_id=channels["email"]["smtp_conn_id"],
+        )
+    if "webhook" in channels:
+        notifiers["webhook"] = WebhookNotifier(payload=alert.payload(), **channels["webhook"])
+    reached = []
+    for name, notifier in notifiers.items():
+        try:  # notify(), not __call__: the alert's text must not go through Jinja
+            notifier.notify(dict(context))
+        except Exception as exc:
+            log.error("alert channel %s failed: %s", name, alerts.scrub(str(exc)))
+            continue
+        reached.append(name)
+    log.info("alert sent to %s", ", ".join(reached) or "no channel (every one failed)")
+    return reached
+
+
+def _html(alert: alerts.Alert) -> str:
+    from html import escape
+
+    rows = "".join(f"<li>{escape(line)}</li>" for line in alert.lines)
+    return f"<p><b>{escape(alert.level.upper())}</b> {escape(alert.title)}</p><ul>{rows}</ul>"
+
+
+async def deadline_missed(context: Any = None, **kwargs: Any) -> None:
+    """Deadline Alert callback (runs in the triggerer): the run has not finished in time."""
+    import asyncio
+
+    dag_run = (context or {}).get("dag_run") if isinstance(context, Mapping) else None
+    alert = alerts.deadline_missed(
+        dag_id=str(kwargs.get("dag_id") or getattr(dag_run, "dag_id", "?")),
+        deadline=str(kwargs.get("deadline", "the configured time")),
+        run_id=getattr(dag_run, "run_id", None),
+    )
+    await asyncio.to_thread(alerts.emit, alert, {})
