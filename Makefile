@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench lock clean
+.PHONY: demo test ui test-browser lint bench lock clean
 
 # Create the virtualenv and install the pinned dependencies (re-runs when a requirements file changes).
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
@@ -25,6 +25,16 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff check --select AIR3 dags
 	$(BIN)/pytest
+
+## The Airflow UI locally: airflow standalone with the project's DAGs and airflow_settings.yaml.
+ui: $(STAMP)
+	$(BIN)/python -m sandbox.ui
+
+## A real browser drives the UI (Debian's Chromium + Playwright, both installed here if missing).
+test-browser: $(STAMP)
+	@test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+	$(BIN)/pip install --quiet -r requirements-browser.txt -c constraints.txt
+	$(BIN)/pytest -m browser tests/browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
