@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test ui test-browser lint bench lock clean
+.PHONY: demo test ui test-browser test-distributed lint bench lock clean
 
 # Create the virtualenv and install the pinned dependencies (re-runs when a requirements file changes).
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
@@ -35,6 +35,10 @@ test-browser: $(STAMP)
 	@test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 	$(BIN)/pip install --quiet -r requirements-browser.txt -c constraints.txt
 	$(BIN)/pytest -m browser tests/browser
+
+## Airflow's components as processes, two Celery workers, the machine's PostgreSQL and Redis.
+test-distributed: $(STAMP)
+	$(BIN)/pytest -m distributed tests/distributed
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,189 @@
+"""The distributed path without Docker: the real Airflow components as processes (API server,
+scheduler, DAG processor, two Celery workers) on the machine's PostgreSQL (metadata and the
+warehouse, separate databases) and Redis (the Celery broker). historical_bulk_backfill is
+triggered through the REST API; its mapped tasks must run on both workers, and the warehouse
+must hold exactly the files' rows.
+
+Run with ``make test-distributed`` (needs PostgreSQL on 127.0.0.1:5432 with trust auth and Redis
+on 127.0.0.1:6379, or MARKETBARS_DIST_PG_URL / MARKETBARS_DIST_REDIS_URL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from marketbars import trading_calendar
+from sandbox import market
+from sandbox.services import Postgres, airflow_env, connection_env, free_port, s3_server
+from tests.helpers import expected_bars, publish, warehouse_bars
+
+pytestmark = pytest.mark.distributed
+ROOT = Path(__file__).resolve().parents[2]
+PG_URL = os.environ.get("MARKETBARS_DIST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("MARKETBARS_DIST_REDIS_URL", "redis://127.0.0.1:6379/7")
+WATCHLIST = ["AAPL", "AMZN", "DIA", "GOOGL", "IWM", "JPM", "META", "MSFT", "NVDA", "QQQ", "SPY", "TSLA"]
+DAYS = trading_calendar.sessions_between(dt.date(2024, 3, 4), dt.date(2024, 3, 15))
+# Each worker reports its own name as the task instances' hostname, so the API shows who ran what.
+IDENTITY = "import os\n\n\ndef hostname() -> str:\n    return os.environ['MARKETBARS_WORKER_NAME']\n"
+
+
+def _database(name: str) -> Postgres:
+    server = Postgres(PG_URL)
+    with server.connect() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return server.with_database(name)
+
+
+def _drop(name: str) -> None:
+    with Postgres(PG_URL).connect() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _request(url: str, token: str | None = None, body: dict | None = None) -> Any:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    with urllib.request.urlopen(
+        urllib.request.Request(url, data=data, headers=headers), timeout=30
+    ) as response:
+        return json.load(response)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    suffix = uuid.uuid4().hex[:8]
+    meta_name, market_name = f"airflow_dist_{suffix}", f"market_dist_{suffix}"
+    meta, warehouse = _database(meta_name), _database(market_name)
+    home = tmp_path_factory.mktemp("airflow-dist")
+    (home / "worker_identity.py").write_text(IDENTITY)
+    password = uuid.uuid4().hex
+    (home / "passwords.json").write_text(json.dumps({"admin": password}))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    meta_params = meta.params()
+    user, host = meta_params.get("user", "postgres"), meta_params.get("host", "127.0.0.1")
+    sqlalchemy = f"postgresql+psycopg2://{user}@{host}:{meta_params.get('port', 5432)}/{meta_name}"
+    processes: list[subprocess.Popen] = []
+    with s3_server() as s3:
+        files = [market.build_file("stocks", "1m", day) for day in DAYS]
+        publish(s3, *files)
+        import redis
+
+        redis.Redis.from_url(REDIS_URL).flushdb()
+        env = {
+            **os.environ,
+            **airflow_env(home, ROOT),
+            **connection_env(warehouse, s3, download_dir=home / "downloads"),
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sqlalchemy,
+            "AIRFLOW__CELERY__BROKER_URL": REDIS_URL,
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{sqlalchemy.replace('+psycopg2', '')}",
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": url,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_identity.hostname",
+            "PYTHONPATH": os.pathsep.join([str(home), str(ROOT / "plugins"), str(ROOT)]),
+            "MARKETBARS_WORKER_NAME": "control-plane",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+        airflow = str(Path(sys.executable).with_name("airflow"))
+        subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [airflow, "pools", "set", "massive_api", "1", "REST"], env=env, check=True, capture_output=True
+        )
+        components = {
+            "api-server": ["api-server"],
+            "scheduler": ["scheduler"],
+            "dag-processor": ["dag-processor"],
+            "worker-1": ["celery", "worker", "--celery-hostname", "worker-1@%h"],
+            "worker-2": ["celery", "worker", "--celery-hostname", "worker-2@%h"],
+        }
+        try:
+            for name, args in components.items():
+                log = (home / f"{name}.log").open("w")
+                component_env = {**env, "MARKETBARS_WORKER_NAME": name}
+                processes.append(
+                    subprocess.Popen(
+                        [airflow, *args],
+                        env=component_env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+            deadline = time.monotonic() + 180
+            token = None
+            while time.monotonic() < deadline and token is None:
+                try:
+                    token = _request(f"{url}/auth/token", body={"username": "admin", "password": password})[
+                        "access_token"
+                    ]
+                except OSError:
+                    time.sleep(2)
+            assert token, f"the API server did not come up; see {home / 'api-server.log'}"
+            yield {"url": url, "token": token, "warehouse": warehouse, "files": files, "home": home}
+        finally:
+            for process in processes:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+            for process in processes:
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+            _drop(meta_name)
+            _drop(market_name)
+
+
+def test_a_backfill_triggered_through_the_api_spreads_over_both_workers(stack: dict[str, Any]) -> None:
+    url, token = stack["url"], stack["token"]
+    dag = f"{url}/api/v2/dags/historical_bulk_backfill"
+    deadline = time.monotonic() + 180
+    while True:  # the DAG processor has to store the DAG first
+        try:
+            _request(dag, token)
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "historical_bulk_backfill never appeared"
+            time.sleep(3)
+    conf = {"start_date": DAYS[0].isoformat(), "end_date": DAYS[-1].isoformat(), "symbols": WATCHLIST}
+    run = _request(f"{dag}/dagRuns", token, {"logical_date": None, "conf": conf})
+    run_id = run["dag_run_id"]
+
+    state, deadline = run["state"], time.monotonic() + 420
+    while state not in ("success", "failed") and time.monotonic() < deadline:
+        time.sleep(5)
+        state = _request(f"{dag}/dagRuns/{urllib.request.quote(run_id)}", token)["state"]
+    assert state == "success", f"run {run_id} ended {state}; logs in {stack['home']}"
+
+    instances = _request(f"{dag}/dagRuns/{urllib.request.quote(run_id)}/taskInstances?limit=100", token)[
+        "task_instances"
+    ]
+    mapped = [ti for ti in instances if ti["task_id"] in ("ingest.download", "ingest.load")]
+    assert len(mapped) == 2 * len(DAYS) and all(ti["state"] == "success" for ti in mapped)
+    assert {ti["hostname"] for ti in mapped} == {"worker-1", "worker-2"}  # both workers took mapped work
+
+    with stack["warehouse"].connect() as conn:
+        assert warehouse_bars(conn) == set().union(*(expected_bars(f, WATCHLIST) for f in stack["files"]))
+        (sessions,) = conn.execute("SELECT count(DISTINCT session_date) FROM market.ingest_ledger").fetchone()
+    assert sessions == len(DAYS)
