@@ -43,6 +43,7 @@ from airflow.sdk import DAG, Param, task
 from marketbars.assets import HISTORICAL_BARS
 from marketbars.dag_defaults import DEFAULT_ARGS, MAX_CONSECUTIVE_FAILED_RUNS
 from marketbars.dag_parts import flatfile_loads, rest_fills
+from marketbars.notifications import DagRunFailureNotifier
 
 with DAG(
     dag_id="gap_detection_and_retry",
@@ -52,6 +53,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     max_consecutive_failed_dag_runs=MAX_CONSECUTIVE_FAILED_RUNS,
+    on_failure_callback=DagRunFailureNotifier(pause_after=MAX_CONSECUTIVE_FAILED_RUNS),
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,
     tags=["market-data", "gaps", "quality"],

@@ -46,6 +46,7 @@ from airflow.sdk import (
 from marketbars.assets import HISTORICAL_BARS
 from marketbars.dag_defaults import DEFAULT_ARGS, MAX_CONSECUTIVE_FAILED_RUNS, daily_deadline
 from marketbars.dag_parts import flatfile_loads, rest_fills
+from marketbars.notifications import DagRunFailureNotifier
 
 with DAG(
     dag_id="watchlist_daily_backfill",
@@ -55,6 +56,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     max_consecutive_failed_dag_runs=MAX_CONSECUTIVE_FAILED_RUNS,
+    on_failure_callback=DagRunFailureNotifier(pause_after=MAX_CONSECUTIVE_FAILED_RUNS),
     deadline=daily_deadline(),
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,

@@ -36,6 +36,7 @@ from typing import Any
 from airflow.sdk import DAG, CronTriggerTimetable, Param, task
 
 from marketbars.dag_defaults import DEFAULT_ARGS, MAX_CONSECUTIVE_FAILED_RUNS
+from marketbars.notifications import DagRunFailureNotifier
 
 with DAG(
     dag_id="weekly_cleanup",
@@ -45,6 +46,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     max_consecutive_failed_dag_runs=MAX_CONSECUTIVE_FAILED_RUNS,
+    on_failure_callback=DagRunFailureNotifier(pause_after=MAX_CONSECUTIVE_FAILED_RUNS),
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,
     tags=["market-data", "maintenance"],

@@ -101,6 +101,28 @@ def task_failure(context: Mapping[str, Any]) -> Alert:
     )
 
 
+def dag_run_failure(
+    dag_id: str, run_id: str | None, reason: str | None, failed_in_a_row: int | None, pause_after: int
+) -> Alert:
+    """The alert for a DAG run that failed; it says so when the failures in a row pause the DAG."""
+    paused = failed_in_a_row is not None and failed_in_a_row >= pause_after
+    streak = (
+        f"{failed_in_a_row} failed run(s) in a row" if failed_in_a_row else "failed runs in a row unknown"
+    )
+    lines = [f"run {run_id}: {reason or 'failed'}", streak]
+    if paused:
+        lines.append(
+            f"the scheduler has paused {dag_id} (max_consecutive_failed_dag_runs = {pause_after}):"
+            " fix the cause, then unpause it"
+        )
+    title = (
+        f"DAG paused after {failed_in_a_row} failed runs: {dag_id}" if paused else f"DAG run failed: {dag_id}"
+    )
+    fields = {"dag_id": dag_id, "run_id": run_id, "reason": reason, "failed_in_a_row": failed_in_a_row,
+              "paused": paused}  # fmt: skip
+    return Alert("critical" if paused else "error", title, lines, fields)
+
+
 def deadline_missed(dag_id: str, deadline: str, run_id: str | None = None) -> Alert:
     """The alert for a run that has not finished by its deadline."""
     return Alert(

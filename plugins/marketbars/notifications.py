@@ -77,6 +77,75 @@ class FailureAlertNotifier(BaseNotifier):
         alerts.emit(alerts.task_failure(context), context)
 
 
+class DagRunFailureNotifier:
+    """DAG-level ``on_failure_callback`` of the scheduled DAGs: a run failed; after
+    ``pause_after`` failures in a row (the DAG's ``max_consecutive_failed_dag_runs``) the scheduler
+    pauses the DAG, and the alert says so.
+
+    A plain callable, not a ``BaseNotifier``: it renders no template, and ``dag.test()`` hands DAG
+    callbacks a serialized DAG that a notifier's template rendering cannot use."""
+
+    def __init__(self, *, pause_after: int) -> None:
+        self.pause_after = pause_after
+
+    def __call__(self, context: Any) -> None:
+        dag = context.get("dag")
+        dag_run = context.get("dag_run")
+        alert = alerts.dag_run_failure(
+            dag_id=getattr(dag, "dag_id", None) or getattr(dag_run, "dag_id", "?"),
+            run_id=context.get("run_id") or getattr(dag_run, "run_id", None),
+            reason=context.get("reason"),
+            failed_in_a_row=_failed_in_a_row(dag_run, self.pause_after),
+            pause_after=self.pause_after,
+        )
+        alerts.emit(alert, context)
+
+
+def _failed_in_a_row(dag_run: Any, limit: int) -> int | None:
+    """This failed run and the failed runs just before it, counted up to ``limit`` the way the
+    scheduler counts before pausing (the latest runs by run_after); None when Airflow cannot tell.
+
+    In the DAG processor the callback has no database: it asks through the Task SDK's channel
+    (previous runs by logical date). Where the metadata database is at hand (``dag.test()``), it
+    reads it as the scheduler does."""
+    if dag_run is None:
+        return None
+    try:
+        from airflow.sdk.execution_time import task_runner
+
+        comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
+        if comms is not None and getattr(dag_run, "logical_date", None) is not None:
+            from airflow.sdk.execution_time.comms import GetPreviousDagRun
+
+            count, logical = 1, dag_run.logical_date
+            while count < limit:
+                previous = comms.send(GetPreviousDagRun(dag_id=dag_run.dag_id, logical_date=logical)).dag_run
+                if previous is None or str(getattr(previous.state, "value", previous.state)) != "failed":
+                    break
+                count, logical = count + 1, previous.logical_date
+            return count
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:  # this run is failed (its state may not be committed yet)
+            states = session.scalars(
+                select(DagRun.state)
+                .where(DagRun.dag_id == dag_run.dag_id, DagRun.run_id != dag_run.run_id)
+                .order_by(DagRun.run_after.desc(), DagRun.id.desc())
+                .limit(limit - 1)
+            ).all()
+        count = 1
+        for state in states:
+            if str(getattr(state, "value", state)) != "failed":
+                break
+            count += 1
+        return count
+    except Exception as exc:  # the alert goes out regardless
+        log.warning("could not count the failed runs before %s: %s", getattr(dag_run, "run_id", "?"), exc)
+        return None
+
+
 def _webhook_url(conn: Any) -> str:
     host = (conn.host or "").strip()
     if not host:

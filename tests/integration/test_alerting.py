@@ -123,11 +123,15 @@ from airflow.sdk import DAG, task
 
 from marketbars.dag_defaults import DEFAULT_ARGS
 
+from marketbars.notifications import DagRunFailureNotifier
+
 with DAG(
     dag_id="alerting_probe",
     schedule=None,
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
     default_args={{**DEFAULT_ARGS, "retries": 0}},
+    max_consecutive_failed_dag_runs=3,
+    on_failure_callback=DagRunFailureNotifier(pause_after=3),
 ) as dag:
 
     @task(map_index_template="{{{{ task.op_kwargs['symbol'] }}}}")
@@ -180,18 +184,21 @@ def test_a_failed_task_alerts_every_channel_with_the_fields_and_no_secret(
     run = failing_dag.test(logical_date=RUN)
 
     assert run.state == "failed"
-    [post] = channels["webhook"].requests
+    # The task's alert; the DAG run's own failure alert follows it (see the next test).
+    [post] = [r for r in channels["webhook"].requests if '"task_id"' in r["body"]]
     assert post["path"] == WEBHOOK_PATH and post["headers"]["Authorization"] == f"Bearer {WEBHOOK_TOKEN}"
     body = json.loads(post["body"])
     assert_alert_fields(body, run.run_id)
     assert body["text"].startswith("[ERROR] Task failed: alerting_probe.load [AAPL]")
 
     messages = channels["sqs"].receive_message(QueueUrl=channels["queue"], MaxNumberOfMessages=10)["Messages"]
-    [envelope] = [json.loads(m["Body"]) for m in messages]
+    [envelope] = [
+        e for e in map(json.loads, (m["Body"] for m in messages)) if e["Subject"].startswith("Task")
+    ]
     assert envelope["Subject"] == "Task failed: alerting_probe.load [AAPL]"
     assert_alert_fields(json.loads(envelope["Message"]), run.run_id)
 
-    [mail] = channels["mailbox"].messages
+    [mail] = [m for m in channels["mailbox"].messages if m["Subject"].startswith("Task failed")]
     assert mail["Subject"] == "Task failed: alerting_probe.load [AAPL]"
     assert mail["From"] == "airflow@example.com" and "oncall@example.com" in mail["To"]
     html = next(
@@ -208,6 +215,21 @@ def test_a_failed_task_alerts_every_channel_with_the_fields_and_no_secret(
     ):
         assert expected in html
     assert_no_secret(post["body"], json.dumps(envelope), mail.as_string())
+
+
+def test_the_third_failed_run_in_a_row_says_the_dag_is_paused(
+    airflow_metadata_db: None, channels: dict[str, Any], failing_dag: Any
+) -> None:
+    for day in range(3):
+        assert failing_dag.test(logical_date=RUN + dt.timedelta(days=day)).state == "failed"
+
+    dag_alerts = [json.loads(r["body"]) for r in channels["webhook"].requests]
+    dag_alerts = [a for a in dag_alerts if "failed_in_a_row" in a]
+    assert [(a["failed_in_a_row"], a["paused"], a["level"]) for a in dag_alerts] == [
+        (1, False, "error"), (2, False, "error"), (3, True, "critical"),
+    ]  # fmt: skip
+    assert dag_alerts[-1]["title"] == "DAG paused after 3 failed runs: alerting_probe"
+    assert "the scheduler has paused alerting_probe" in dag_alerts[-1]["text"]
 
 
 def test_without_a_channel_the_alert_is_a_clear_log_line_and_nothing_breaks(

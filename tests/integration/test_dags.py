@@ -101,10 +101,13 @@ def test_the_daily_backfill_runs_on_weekdays_after_the_close_in_new_york(dagbag)
 
 
 def test_scheduled_dags_pause_after_three_failed_runs_and_every_task_alerts(dagbag) -> None:
-    from marketbars.notifications import FailureAlertNotifier
+    from marketbars.notifications import DagRunFailureNotifier, FailureAlertNotifier
 
     for dag_id in ("watchlist_daily_backfill", "gap_detection_and_retry", "weekly_cleanup"):
-        assert dagbag.dags[dag_id].max_consecutive_failed_dag_runs == 3, dag_id
+        dag = dagbag.dags[dag_id]
+        assert dag.max_consecutive_failed_dag_runs == 3, dag_id
+        callback = dag.on_failure_callback
+        assert isinstance(callback, DagRunFailureNotifier) and callback.pause_after == 3, dag_id
     for dag in dagbag.dags.values():
         for task in dag.tasks:
             assert any(isinstance(c, FailureAlertNotifier) for c in task.on_failure_callback), task.task_id
