@@ -30,6 +30,7 @@ from marketbars import trading_calendar
 from sandbox import market
 from sandbox.services import Postgres, airflow_env, connection_env, free_port, s3_server
 from tests.helpers import expected_bars, publish, warehouse_bars
+from tests.integration.test_alerting import Webhook
 
 pytestmark = pytest.mark.distributed
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +38,39 @@ PG_URL = os.environ.get("MARKETBARS_DIST_PG_URL", "postgresql://postgres@127.0.0
 REDIS_URL = os.environ.get("MARKETBARS_DIST_REDIS_URL", "redis://127.0.0.1:6379/7")
 WATCHLIST = ["AAPL", "AMZN", "DIA", "GOOGL", "IWM", "JPM", "META", "MSFT", "NVDA", "QQQ", "SPY", "TSLA"]
 DAYS = trading_calendar.sessions_between(dt.date(2024, 3, 4), dt.date(2024, 3, 15))
+# A DAG that fails slowly: its runs miss a 5-second deadline, and three in a row pause it.
+PROBE = """
+import datetime as dt
+import time
+
+from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, DeadlineReference, task
+
+from marketbars.dag_defaults import DEFAULT_ARGS
+from marketbars.notifications import DagRunFailureNotifier
+
+with DAG(
+    dag_id="ops_probe",
+    schedule=None,
+    start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+    default_args={**DEFAULT_ARGS, "retries": 0},
+    max_consecutive_failed_dag_runs=3,
+    on_failure_callback=DagRunFailureNotifier(pause_after=3),
+    deadline=DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=dt.timedelta(seconds=5),
+        callback=AsyncCallback(
+            "marketbars.notifications.deadline_missed", kwargs={"dag_id": "ops_probe", "deadline": "0:00:05"}
+        ),
+    ),
+):
+
+    @task
+    def slow_then_fail() -> None:
+        time.sleep(15)
+        raise RuntimeError("the probe fails on purpose")
+
+    slow_then_fail()
+"""
 # Each worker reports its own name as the task instances' hostname, so the API shows who ran what.
 IDENTITY = "import os\n\n\ndef hostname() -> str:\n    return os.environ['MARKETBARS_WORKER_NAME']\n"
 
@@ -72,6 +106,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     meta, warehouse = _database(meta_name), _database(market_name)
     home = tmp_path_factory.mktemp("airflow-dist")
     (home / "worker_identity.py").write_text(IDENTITY)
+    (home / "probes").mkdir()
+    (home / "probes" / "ops_probe.py").write_text(PROBE)
+    bundles = [
+        {"name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+         "kwargs": {"path": str(ROOT / "dags")}},
+        {"name": "ops-probes", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+         "kwargs": {"path": str(home / "probes")}},
+    ]  # fmt: skip
+    webhook = Webhook()
     password = uuid.uuid4().hex
     (home / "passwords.json").write_text(json.dumps({"admin": password}))
     port = free_port()
@@ -105,6 +148,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "PYTHONPATH": os.pathsep.join([str(home), str(ROOT / "plugins"), str(ROOT)]),
             "MARKETBARS_WORKER_NAME": "control-plane",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
+            "AIRFLOW_CONN_ALERTS_WEBHOOK": json.dumps({"conn_type": "http", "host": webhook.url}),
         }
         airflow = str(Path(sys.executable).with_name("airflow"))
         subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
@@ -115,6 +160,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "api-server": ["api-server"],
             "scheduler": ["scheduler"],
             "dag-processor": ["dag-processor"],
+            "triggerer": ["triggerer"],
             "worker-1": ["celery", "worker", "--celery-hostname", "worker-1@%h"],
             "worker-2": ["celery", "worker", "--celery-hostname", "worker-2@%h"],
         }
@@ -141,7 +187,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 except OSError:
                     time.sleep(2)
             assert token, f"the API server did not come up; see {home / 'api-server.log'}"
-            yield {"url": url, "token": token, "warehouse": warehouse, "files": files, "home": home}
+            yield {
+                "url": url, "token": token, "warehouse": warehouse, "files": files, "home": home,
+                "webhook": webhook,
+            }  # fmt: skip
         finally:
             for process in processes:
                 with contextlib.suppress(ProcessLookupError):
@@ -151,6 +200,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                     process.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
+            webhook.server.shutdown()
             _drop(meta_name)
             _drop(market_name)
 
@@ -187,3 +237,55 @@ def test_a_backfill_triggered_through_the_api_spreads_over_both_workers(stack: d
         assert warehouse_bars(conn) == set().union(*(expected_bars(f, WATCHLIST) for f in stack["files"]))
         (sessions,) = conn.execute("SELECT count(DISTINCT session_date) FROM market.ingest_ledger").fetchone()
     assert sessions == len(DAYS)
+
+
+def _wait_for_dag(url: str, token: str, dag_id: str) -> None:
+    deadline = time.monotonic() + 180
+    while True:  # the DAG processor has to store the DAG first
+        try:
+            _request(f"{url}/api/v2/dags/{dag_id}", token)
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{dag_id} never appeared"
+            time.sleep(3)
+
+
+def _run_to_the_end(
+    url: str, token: str, dag_id: str, logical_date: dt.datetime | None = None, timeout_s: float = 420
+) -> str:
+    when = logical_date.isoformat() if logical_date else None
+    run = _request(f"{url}/api/v2/dags/{dag_id}/dagRuns", token, {"logical_date": when, "conf": {}})
+    path = f"{url}/api/v2/dags/{dag_id}/dagRuns/{urllib.request.quote(run['dag_run_id'])}"
+    state, deadline = run["state"], time.monotonic() + timeout_s
+    while state not in ("success", "failed") and time.monotonic() < deadline:
+        time.sleep(3)
+        state = _request(path, token)["state"]
+    return state
+
+
+def test_three_failed_runs_pause_the_dag_and_alert_from_the_dag_processor_and_the_triggerer(
+    stack: dict[str, Any],
+) -> None:
+    url, token = stack["url"], stack["token"]
+    _wait_for_dag(url, token, "ops_probe")
+    for day in range(3):  # with logical dates, as scheduled runs have
+        logical = dt.datetime(2026, 1, 5 + day, 20, 15, tzinfo=dt.UTC)
+        assert _run_to_the_end(url, token, "ops_probe", logical) == "failed"
+
+    deadline = time.monotonic() + 120  # DAG callbacks run in the DAG processor, a little later
+    while time.monotonic() < deadline:
+        bodies = [json.loads(r["body"]) for r in stack["webhook"].requests]
+        dag_alerts = [b for b in bodies if "failed_in_a_row" in b]
+        if len(dag_alerts) == 3:
+            break
+        time.sleep(3)
+    assert sorted((a["failed_in_a_row"], a["paused"]) for a in dag_alerts) == [
+        (1, False),
+        (2, False),
+        (3, True),
+    ]
+    assert len([b for b in bodies if b.get("task_id") == "slow_then_fail"]) == 3
+    assert [b for b in bodies if b["title"] == "Deadline missed: ops_probe"], (
+        "no deadline alert from the triggerer"
+    )
+    assert _request(f"{url}/api/v2/dags/ops_probe", token)["is_paused"] is True
