@@ -55,12 +55,7 @@ def _summary_lines(log_path: Path) -> list[str]:
     return lines[start : end + 1]
 
 
-TASK_LOGGERS = (
-    "marketbars.daily_tasks",
-    "marketbars.gap_tasks",
-    "marketbars.alerts",
-    "marketbars.cleanup_tasks",
-)
+TASK_LOGGERS = ("marketbars.daily_tasks", "marketbars.gap_tasks", "marketbars.cleanup_tasks")
 
 
 def _run_scheduled(
@@ -75,7 +70,9 @@ def _run_scheduled(
     seconds = _airflow(["dags", "test", dag_id, logical, *extra], env, log_path)
     for line in log_path.read_text(errors="replace").splitlines():
         message = line.split("] ", 1)[-1] if "] " in line else line
-        if any(name in line for name in TASK_LOGGERS):
+        if "ALERT [" in line:  # an alert's first line; its last one carries the logger's name
+            print("   ", message.strip())
+        elif any(name in line for name in TASK_LOGGERS) and "[marketbars.alerts]" not in line:
             print("   ", message.split(" [marketbars")[0].rstrip())
     print(f"    ({seconds:.0f} s through Airflow; full log: {log_path.relative_to(ROOT)})")
 
