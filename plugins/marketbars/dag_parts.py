@@ -22,9 +22,12 @@ _LOAD_LABEL = (
 )
 
 
-def flatfile_loads(work: Any) -> Any:
+def flatfile_loads(work: Any, *, max_quarantine_fraction: float = 0.1) -> Any:
     """Mapped ``flatfiles.download`` >> ``flatfiles.load`` over work items {dataset, timeframe,
-    sessions, symbols}; returns the load task (its ``.output`` lists every item's results)."""
+    sessions, symbols}; returns the load task (its ``.output`` lists every item's results).
+
+    ``max_quarantine_fraction``: the share of a file's selected rows rejected above which the load
+    task fails (after loading the valid rows)."""
 
     @task_group(group_id="flatfiles")
     def flatfiles(
@@ -49,6 +52,7 @@ def flatfile_loads(work: Any) -> Any:
             download_dir=DOWNLOAD_DIR_TEMPLATE,
             map_index_template=_LOAD_LABEL,
             max_active_tis_per_dagrun=2,
+            max_quarantine_fraction=max_quarantine_fraction,
         )
 
     return flatfiles.expand_kwargs(work)

@@ -158,9 +158,8 @@ def test_a_bar_the_flat_file_got_wrong_is_repaired_from_rest_on_the_next_attempt
     assert seeded.test(logical_date=RUN, run_conf={"lookback_days": 7}).state == "success"
     status, kind, attempts, error = gap_rows(conn)[("AAPL", "1d", day)]
     assert (status, kind, attempts) == ("open", "missing", 1)
-    assert error == (  # the one-row selection is all rejected: the load fails, loudly, and says why
-        "the flat-file load of the session failed (see the flatfiles.load task's log);"
-        " the source's rows for it were quarantined: high_below_low x1"
+    assert error == (  # the one-row selection is all rejected: the ledger says why (no task fails)
+        "still missing: 0 of 1 bars expected; the source's rows for it were quarantined: high_below_low x1"
     )
     assert rest_api.requests_for("AAPL") == []  # the first retry went to the flat file
 
