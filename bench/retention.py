@@ -39,11 +39,11 @@ FROM generate_series(1, %(symbols)s) AS s, generate_series(0, %(minutes)s - 1) A
 
 
 def _month(year: int, month: int) -> tuple[dt.datetime, dt.datetime, str]:
-    from marketbars.trading_calendar import NEW_YORK
+    from marketbars.retention import month_bounds
 
-    start = dt.datetime(year, month, 1, tzinfo=NEW_YORK)
-    end = dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=NEW_YORK)
-    return start.astimezone(dt.UTC), end.astimezone(dt.UTC), f"historical_bars_{year}_{month:02d}"
+    name = f"historical_bars_{year}_{month:02d}"
+    start, end = month_bounds(name)
+    return start, end, name
 
 
 def _fill(conn, year: int, month: int, rows: int) -> int:

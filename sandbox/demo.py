@@ -258,18 +258,22 @@ def main() -> None:
         )
         for hole in _punch_holes(db, next_session):
             print(f"    deleted {hole}")
-        served = len(api.log)
-        _run_scheduled(env, "gap_detection_and_retry", next_session, logs / "run-gaps.log")
-        print(f"    REST requests served: {len(api.log) - served}")
-        _print_gap_ledger(db)
+        gap_run = 0
+
+        def run_gap_dag() -> None:
+            nonlocal gap_run
+            gap_run += 1
+            served = len(api.log)
+            _run_scheduled(env, "gap_detection_and_retry", next_session, logs / f"run-gaps-{gap_run}.log")
+            print(f"    REST requests served: {len(api.log) - served}")
+            _print_gap_ledger(db)
+
+        run_gap_dag()
         _section(
             "7. gap_detection_and_retry again (backoff set to 0 for the demo): what the flat files could "
             "not fill is retried through REST"
         )
-        served = len(api.log)
-        _run_scheduled(env, "gap_detection_and_retry", next_session, logs / "run-gaps-again.log")
-        print(f"    REST requests served: {len(api.log) - served}")
-        _print_gap_ledger(db)
+        run_gap_dag()
         _section(
             "8. weekly_cleanup as of the next Saturday with a 35-day retention: bars before the cutoff go "
             "(whole older partitions would be dropped; the straddling December one is trimmed)"

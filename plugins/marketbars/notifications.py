@@ -120,7 +120,7 @@ def _failed_in_a_row(dag_run: Any, limit: int) -> int | None:
             count, logical = 1, dag_run.logical_date
             while count < limit:
                 previous = comms.send(GetPreviousDagRun(dag_id=dag_run.dag_id, logical_date=logical)).dag_run
-                if previous is None or str(getattr(previous.state, "value", previous.state)) != "failed":
+                if previous is None or not _is_failed(previous.state):
                     break
                 count, logical = count + 1, previous.logical_date
             return count
@@ -137,13 +137,17 @@ def _failed_in_a_row(dag_run: Any, limit: int) -> int | None:
             ).all()
         count = 1
         for state in states:
-            if str(getattr(state, "value", state)) != "failed":
+            if not _is_failed(state):
                 break
             count += 1
         return count
     except Exception as exc:  # the alert goes out regardless
         log.warning("could not count the failed runs before %s: %s", getattr(dag_run, "run_id", "?"), exc)
         return None
+
+
+def _is_failed(state: Any) -> bool:
+    return str(getattr(state, "value", state)) == "failed"  # an enum or its string
 
 
 def _webhook_url(conn: Any) -> str:

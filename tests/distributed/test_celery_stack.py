@@ -208,22 +208,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 def test_a_backfill_triggered_through_the_api_spreads_over_both_workers(stack: dict[str, Any]) -> None:
     url, token = stack["url"], stack["token"]
     dag = f"{url}/api/v2/dags/historical_bulk_backfill"
-    deadline = time.monotonic() + 180
-    while True:  # the DAG processor has to store the DAG first
-        try:
-            _request(dag, token)
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "historical_bulk_backfill never appeared"
-            time.sleep(3)
+    _wait_for_dag(url, token, "historical_bulk_backfill")
     conf = {"start_date": DAYS[0].isoformat(), "end_date": DAYS[-1].isoformat(), "symbols": WATCHLIST}
-    run = _request(f"{dag}/dagRuns", token, {"logical_date": None, "conf": conf})
-    run_id = run["dag_run_id"]
-
-    state, deadline = run["state"], time.monotonic() + 420
-    while state not in ("success", "failed") and time.monotonic() < deadline:
-        time.sleep(5)
-        state = _request(f"{dag}/dagRuns/{urllib.request.quote(run_id)}", token)["state"]
+    run_id, state = _run_to_the_end(url, token, "historical_bulk_backfill", conf=conf)
     assert state == "success", f"run {run_id} ended {state}; logs in {stack['home']}"
 
     instances = _request(f"{dag}/dagRuns/{urllib.request.quote(run_id)}/taskInstances?limit=100", token)[
@@ -251,16 +238,22 @@ def _wait_for_dag(url: str, token: str, dag_id: str) -> None:
 
 
 def _run_to_the_end(
-    url: str, token: str, dag_id: str, logical_date: dt.datetime | None = None, timeout_s: float = 420
-) -> str:
+    url: str,
+    token: str,
+    dag_id: str,
+    logical_date: dt.datetime | None = None,
+    conf: dict | None = None,
+    timeout_s: float = 420,
+) -> tuple[str, str]:
+    """Trigger a run through the REST API and wait for it to finish: (run id, final state)."""
     when = logical_date.isoformat() if logical_date else None
-    run = _request(f"{url}/api/v2/dags/{dag_id}/dagRuns", token, {"logical_date": when, "conf": {}})
+    run = _request(f"{url}/api/v2/dags/{dag_id}/dagRuns", token, {"logical_date": when, "conf": conf or {}})
     path = f"{url}/api/v2/dags/{dag_id}/dagRuns/{urllib.request.quote(run['dag_run_id'])}"
     state, deadline = run["state"], time.monotonic() + timeout_s
     while state not in ("success", "failed") and time.monotonic() < deadline:
         time.sleep(3)
         state = _request(path, token)["state"]
-    return state
+    return run["dag_run_id"], state
 
 
 def test_three_failed_runs_pause_the_dag_and_alert_from_the_dag_processor_and_the_triggerer(
@@ -270,7 +263,7 @@ def test_three_failed_runs_pause_the_dag_and_alert_from_the_dag_processor_and_th
     _wait_for_dag(url, token, "ops_probe")
     for day in range(3):  # with logical dates, as scheduled runs have
         logical = dt.datetime(2026, 1, 5 + day, 20, 15, tzinfo=dt.UTC)
-        assert _run_to_the_end(url, token, "ops_probe", logical) == "failed"
+        assert _run_to_the_end(url, token, "ops_probe", logical)[1] == "failed"
 
     deadline = time.monotonic() + 120  # DAG callbacks run in the DAG processor, a little later
     while time.monotonic() < deadline:
