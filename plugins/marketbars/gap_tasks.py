@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -172,7 +169,7 @@ def verify(plan: Mapping[str, Any] | None, loads: Any, fills: Any) -> dict[str, 
     """After the retries: settle each retried gap, write the report, raise the alerts for aging gaps."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from marketbars import gap_ledger, gap_report, gaps
+    from marketbars import gap_ledger, gap_report, gaps, report_files
     from marketbars.hooks.warehouse import WarehouseHook
     from marketbars.mapped import outputs
 
@@ -225,8 +222,8 @@ def verify(plan: Mapping[str, Any] | None, loads: Any, fills: Any) -> dict[str, 
         for g in still_open
     ]
     _alert(still_open, run_date, settings)
-    paths = gap_report.write(_reports_dir(), run_date, cells, events)
-    _upload(paths)
+    paths = gap_report.write(report_files.local_root("market_reports_dir", "gaps"), run_date, cells, events)
+    report_files.upload(paths, f"gaps/{run_date.isoformat()}")
     for path in paths:
         log.info("completeness report: %s", path)
     states = {
@@ -269,32 +266,6 @@ def _alert(still_open: Iterable[Any], run_date: dt.date, settings: Any) -> None:
         alerts.emit(
             alerts.Alert(level, f"{len(lines)} gap(s) open for more than {limit} trading sessions", lines)
         )
-
-
-def _reports_dir() -> Path:
-    from airflow.sdk import Variable
-
-    default = Path(os.environ.get("AIRFLOW_HOME", tempfile.gettempdir())) / "reports" / "gaps"
-    return Path(Variable.get("market_reports_dir", default=str(default)))
-
-
-def _upload(paths: list[Path]) -> None:
-    """Copy the report to s3://bucket/prefix/gaps/<date>/ when Variable market_reports_s3_uri is set."""
-    from urllib.parse import urlsplit
-
-    from airflow.sdk import Variable
-
-    target = Variable.get("market_reports_s3_uri", default="")
-    if not target:
-        return
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    where = urlsplit(target)
-    hook = S3Hook(aws_conn_id=Variable.get("market_reports_aws_conn_id", default="aws_default"))
-    for path in paths:
-        key = "/".join(p for p in (where.path.strip("/"), "gaps", path.parent.name, path.name) if p)
-        hook.load_file(str(path), key=key, bucket_name=where.netloc, replace=True)
-        log.info("completeness report uploaded: s3://%s/%s", where.netloc, key)
 
 
 def rebuild_pending_rollups(params: Mapping[str, Any], dag_run: Any) -> dict[str, int]:

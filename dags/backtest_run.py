@@ -1,0 +1,156 @@
+"""
+### Backtest run
+
+Backtests the setup detectors on the warehouse's bars and reports per-detector statistics, trade
+lists and equity curves. Runs manually, and after fresh data (when `market.historical_bars` is
+updated) over the last `lookback_days`.
+
+**Params**
+- `start_date`, `end_date` (`YYYY-MM-DD`, inclusive; empty end = the run's date, empty start =
+  `lookback_days` before the end). Earlier bars are read as warm-up for indicators, never traded.
+- `symbols` (list): empty = the active watchlist's stocks and indices.
+- `detectors` (list): empty = every available detector. `detector_params` overrides their
+  defaults, e.g. `{"breakout_bullish": {"lookback": 30}}`.
+- `timeframe`: `1m`, `5m` (default), `15m`, `1h`, `4h` or `1d`; regular session only.
+- Engine: `slippage_bps` (10), `commission` ($ per round trip, 1.00), `capital` per symbol
+  (100,000), `risk_fraction` (0.01 of capital risked per trade), `atr_period` (14), `stop_atr`
+  (1.5), `target_r` (2.0), `max_hold_bars` (20).
+- Ranking flags: `min_trades` (30), `min_profit_factor` (1.2), `min_expectancy_r` (0.0).
+
+**What it does**
+1. `plan` validates the params, records the run in `market.backtest_runs` (a re-run of the
+   same run id replaces its results) and lists the detectors.
+2. `run_detector` (mapped, one per detector): reads the bars (split-adjusted when
+   `market.splits` has splits in the window), simulates, and replaces the detector's rows in
+   `market.backtest_metrics` and `market.backtest_trades`; draws `equity_<detector>.png`.
+3. `report_and_rank` writes `summary.json`, `metrics.csv` and `trades.csv` into the run's report
+   folder (`market_backtest_reports_dir`/<run id>, and S3 when `market_reports_s3_uri` is set) and
+   logs the ranking by expectancy (R) and profit factor, flagging detectors below the thresholds.
+
+Connection: `market_db`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.sdk import DAG, Param, get_current_context, task
+
+from marketbars.assets import HISTORICAL_BARS
+from marketbars.dag_defaults import DEFAULT_ARGS, MAX_CONSECUTIVE_FAILED_RUNS
+from marketbars.notifications import DagRunFailureNotifier
+
+
+def _number(default: float, title: str, description: str, **limits: Any) -> Param:
+    return Param(default, type="number", title=title, description=description, **limits)
+
+
+with DAG(
+    dag_id="backtest_run",
+    description="Backtest the setup detectors on the warehouse: statistics, trades, equity curves, ranking",
+    schedule=[HISTORICAL_BARS],
+    start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=2,
+    max_consecutive_failed_dag_runs=MAX_CONSECUTIVE_FAILED_RUNS,
+    on_failure_callback=DagRunFailureNotifier(pause_after=MAX_CONSECUTIVE_FAILED_RUNS),
+    default_args=DEFAULT_ARGS,
+    doc_md=__doc__,
+    tags=["market-data", "backtest"],
+    params={
+        "start_date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Start date",
+            description="First session (inclusive).",
+        ),
+        "end_date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="End date",
+            description="Last session; empty: today.",
+        ),
+        "lookback_days": Param(
+            90,
+            type="integer",
+            minimum=1,
+            maximum=3660,
+            title="Lookback (calendar days)",
+            description="Window when start_date is empty (runs after fresh data use it).",
+        ),
+        "symbols": Param(
+            [],
+            type="array",
+            items={"type": "string", "minLength": 1, "maxLength": 32},
+            uniqueItems=True,
+            title="Symbols",
+            description="Tickers (AAPL, I:SPX). Empty: the active watchlist's stocks and indices.",
+        ),
+        "detectors": Param(
+            [],
+            type="array",
+            items={"type": "string", "minLength": 1},
+            uniqueItems=True,
+            title="Detectors",
+            description="Detector names (see the README). Empty: every available detector.",
+        ),
+        "detector_params": Param(
+            {},
+            type="object",
+            title="Detector parameters",
+            description='Overrides of detector defaults, e.g. {"breakout_bullish": {"lookback": 30}}.',
+        ),
+        "timeframe": Param("5m", enum=["1m", "5m", "15m", "1h", "4h", "1d"], title="Timeframe"),
+        "slippage_bps": _number(10, "Slippage (bps)", "Against us on every fill.", minimum=0, maximum=999),
+        "commission": _number(
+            1.0, "Commission ($)", "Per round trip, half at entry and half at exit.", minimum=0
+        ),
+        "capital": _number(
+            100_000, "Capital ($)", "Per symbol; sizes trades, no leverage.", exclusiveMinimum=0
+        ),
+        "risk_fraction": _number(
+            0.01, "Risk per trade", "Fraction of capital lost at the stop.", exclusiveMinimum=0, maximum=1
+        ),
+        "atr_period": Param(14, type="integer", minimum=1, maximum=500, title="ATR period (bars)"),
+        "stop_atr": _number(1.5, "Stop (ATR)", "Stop distance from the signal close.", exclusiveMinimum=0),
+        "target_r": _number(
+            2.0, "Target (R)", "Target as a multiple of the stop distance.", exclusiveMinimum=0
+        ),
+        "max_hold_bars": Param(
+            20, type="integer", minimum=1, maximum=100_000, title="Maximum holding (bars)"
+        ),
+        "min_trades": Param(30, type="integer", minimum=0, title="Flag below this many trades"),
+        "min_profit_factor": _number(1.2, "Flag below this profit factor", "", minimum=0),
+        "min_expectancy_r": _number(0.0, "Flag below this expectancy (R)", ""),
+    },
+) as dag:
+
+    @task
+    def plan(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, str]]:
+        """Validate, record the run, one work item per detector."""
+        from marketbars.backtest_tasks import plan
+
+        return plan(params, dag_run)
+
+    @task(map_index_template="{{ detector_label }}", max_active_tis_per_dagrun=2)
+    def run_detector(detector: str, dag_run: Any = None) -> dict[str, Any]:
+        """One detector over every symbol: trades, metrics, equity curve."""
+        from marketbars.backtest_tasks import run_detector
+
+        get_current_context()["detector_label"] = detector  # type: ignore[literal-required]
+        return run_detector(detector, dag_run.run_id)
+
+    @task(trigger_rule="all_done")
+    def report_and_rank(params: dict[str, Any], results: Any = None, dag_run: Any = None) -> dict[str, Any]:
+        """Summary, CSVs, ranking and flags; fails when a detector has no results."""
+        from marketbars.backtest_tasks import report_and_rank
+        from marketbars.mapped import outputs
+
+        return report_and_rank(params, dag_run.run_id, outputs(results, each=dict))
+
+    work = plan()
+    results = run_detector.expand_kwargs(work)
+    report_and_rank(results=results)

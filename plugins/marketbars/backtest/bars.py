@@ -1,0 +1,154 @@
+"""One symbol's bars as numpy columns, placed in their trading sessions, and split adjustment.
+
+Backtests trade the regular session only: intraday bars outside it (pre- and post-market 1m bars)
+are dropped here, so every detector and the simulator see the same bars. Daily bars are one per
+session.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from marketbars.trading_calendar import session_schedule
+
+_DAY_US = 86_400_000_000
+TIMEFRAME_MINUTES = {"1m": 1, "5m": 5, "15m": 15, "1h": 60, "4h": 240, "1d": 0}
+
+
+@dataclass(frozen=True)
+class Split:
+    """A stock split from the vendor's reference data: ``split_to`` new shares for ``split_from``
+    old ones, effective at the open of ``execution_date``."""
+
+    symbol: str
+    execution_date: dt.date
+    split_from: float
+    split_to: float
+
+
+@dataclass(frozen=True)
+class Bars:
+    """One symbol's regular-session bars in time order (all arrays the same length).
+
+    ``session`` is the session's ordinal date; ``session_first`` / ``session_last`` mark a session's
+    first and last bar; ``minutes`` is the bar's start in minutes after the session's open (0 for
+    daily bars) and ``minutes_to_close`` the minutes from the bar's end to the close.
+    """
+
+    symbol: str
+    timeframe: str
+    ts: np.ndarray  # int64 epoch microseconds, bar start
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray  # NaN where the source has none (indices)
+    session: np.ndarray  # int64 date ordinal
+    session_first: np.ndarray  # bool
+    session_last: np.ndarray  # bool
+    minutes: np.ndarray  # float64
+    minutes_to_close: np.ndarray  # float64
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    @property
+    def intraday(self) -> bool:
+        return self.timeframe != "1d"
+
+    def first_index_on_or_after(self, day: dt.date) -> int:
+        """Index of the first bar of ``day``'s session or later (warm-up bars come before it)."""
+        return int(np.searchsorted(self.session, day.toordinal(), side="left"))
+
+
+def build(
+    symbol: str,
+    timeframe: str,
+    ts: np.ndarray,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+) -> Bars:
+    """Place bars (sorted by ``ts``, epoch microseconds) in their XNYS sessions and keep the regular
+    session's. Daily bars are stamped 00:00 America/New_York of their session."""
+    ts = np.asarray(ts, dtype=np.int64)
+    if len(ts) and np.any(np.diff(ts) <= 0):
+        raise ValueError(f"{symbol} {timeframe}: bars must be sorted by time without duplicates")
+    columns = [np.asarray(a, dtype=np.float64) for a in (open_, high, low, close, volume)]
+    if not len(ts):
+        return _empty(symbol, timeframe)
+    first = dt.datetime.fromtimestamp(ts[0] / 1e6, dt.UTC).date() - dt.timedelta(days=1)
+    last = dt.datetime.fromtimestamp(ts[-1] / 1e6, dt.UTC).date() + dt.timedelta(days=1)
+    days, opens, closes = session_schedule(first, last)
+    opens_us, closes_us = np.asarray(opens, np.int64), np.asarray(closes, np.int64)
+    ordinals = np.asarray([d.toordinal() for d in days], np.int64)
+    if timeframe == "1d":
+        # 00:00 New York of the session precedes its open by 9.5 hours, well within a day.
+        index = np.searchsorted(opens_us, ts, side="left")
+        keep = (index < len(opens_us)) & (opens_us[np.minimum(index, len(opens_us) - 1)] - ts < _DAY_US)
+        index = index[keep]
+        minutes = np.zeros(int(keep.sum()))
+        to_close = minutes.copy()
+    else:
+        width_us = TIMEFRAME_MINUTES[timeframe] * 60_000_000
+        index = np.searchsorted(opens_us, ts, side="right") - 1
+        safe = np.maximum(index, 0)
+        keep = (index >= 0) & (ts < closes_us[safe])
+        index = index[keep]
+        minutes = (ts[keep] - opens_us[index]) / 60e6
+        to_close = np.maximum(closes_us[index] - (ts[keep] + width_us), 0) / 60e6
+    session = ordinals[index]
+    boundary = np.diff(session) != 0
+    session_first = np.concatenate(([True], boundary))
+    session_last = np.concatenate((boundary, [True]))
+    o, h, lo, c, v = (a[keep] for a in columns)
+    return Bars(
+        symbol, timeframe, ts[keep], o, h, lo, c, v, session, session_first, session_last, minutes, to_close
+    )
+
+
+def _empty(symbol: str, timeframe: str) -> Bars:
+    f, i, b = np.empty(0), np.empty(0, np.int64), np.empty(0, bool)
+    return Bars(symbol, timeframe, i, f, f, f, f, f, i, b, b, f, f)
+
+
+def split_factors(sessions: np.ndarray, splits: Sequence[Split]) -> np.ndarray:
+    """Price factor per bar that puts it on the terms of the latest shares: the product of
+    ``split_from / split_to`` over the splits executed after the bar's session (1.0 when none)."""
+    factors = np.ones(len(sessions))
+    for split in splits:
+        if split.split_from <= 0 or split.split_to <= 0:
+            raise ValueError(
+                f"{split.symbol} split on {split.execution_date}: {split.split_from}:{split.split_to}"
+            )
+        factors[sessions < split.execution_date.toordinal()] *= split.split_from / split.split_to
+    return factors
+
+
+def adjust(bars: Bars, splits: Sequence[Split]) -> Bars:
+    """The bars split-adjusted: prices times the factor, volume divided by it (the flat files and our
+    REST requests are unadjusted, so this is the only place adjustment happens)."""
+    if not splits:
+        return bars
+    factors = split_factors(bars.session, splits)
+    return Bars(
+        bars.symbol,
+        bars.timeframe,
+        bars.ts,
+        bars.open * factors,
+        bars.high * factors,
+        bars.low * factors,
+        bars.close * factors,
+        bars.volume / factors,
+        bars.session,
+        bars.session_first,
+        bars.session_last,
+        bars.minutes,
+        bars.minutes_to_close,
+    )

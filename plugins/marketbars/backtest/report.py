@@ -1,0 +1,149 @@
+"""A backtest run's report folder: ``summary.json``, ``metrics.csv`` (one row per detector and
+symbol, spreadsheet-friendly), ``trades.csv`` and ``equity_<detector>.png``; and the ranking of
+the detectors with the ones below the thresholds flagged."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ALL_SYMBOLS = "ALL"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """A detector is flagged when it traded fewer than ``min_trades`` times, or its profit factor
+    or its expectancy in R is below these."""
+
+    min_trades: int = 30
+    min_profit_factor: float = 1.2
+    min_expectancy_r: float = 0.0
+
+
+def _number(value: Any) -> float:
+    return -math.inf if value is None else float(value)
+
+
+def rank(metrics: Sequence[Mapping[str, Any]], thresholds: Thresholds) -> list[dict[str, Any]]:
+    """The detectors' all-symbol rows, best first: by expectancy in R, then profit factor, then
+    trade count; each with the reasons it is flagged (empty when it passes)."""
+    rows = [m for m in metrics if m["symbol"] == ALL_SYMBOLS]
+    ordered = sorted(
+        rows,
+        key=lambda m: (
+            -_number(m["expectancy_r"]),
+            -_number(m["profit_factor"]),
+            -m["trades"],
+            m["detector"],
+        ),
+    )
+    ranked = []
+    for place, m in enumerate(ordered, start=1):
+        flags = []
+        if m["trades"] < thresholds.min_trades:
+            flags.append(f"only {m['trades']} trades (< {thresholds.min_trades})")
+        if m["trades"] and _number(m["profit_factor"]) < thresholds.min_profit_factor:
+            flags.append(f"profit factor {_fmt(m['profit_factor'])} < {thresholds.min_profit_factor}")
+        if m["trades"] and _number(m["expectancy_r"]) < thresholds.min_expectancy_r:
+            flags.append(f"expectancy {_fmt(m['expectancy_r'])}R < {thresholds.min_expectancy_r}R")
+        ranked.append(
+            {
+                "rank": place,
+                "detector": m["detector"],
+                "trades": m["trades"],
+                "win_rate": m["win_rate"],
+                "expectancy": m["expectancy"],
+                "expectancy_r": m["expectancy_r"],
+                "profit_factor": m["profit_factor"],
+                "net_pnl": m["net_pnl"],
+                "flags": flags,
+            }
+        )
+    return ranked
+
+
+def ranking_lines(ranked: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The ranking as aligned lines for the task log."""
+    lines = [
+        f"{'#':>2}  {'detector':<28} {'trades':>6} {'win%':>6} {'exp $':>10} {'exp R':>7} {'PF':>6}  flags"
+    ]
+    for r in ranked:
+        win = "-" if r["win_rate"] is None else f"{100 * r['win_rate']:.1f}"
+        lines.append(
+            f"{r['rank']:>2}  {r['detector']:<28} {r['trades']:>6} {win:>6} {_fmt(r['expectancy'], 2):>10} "
+            f"{_fmt(r['expectancy_r']):>7} {_fmt(r['profit_factor']):>6}  {'; '.join(r['flags']) or 'ok'}"
+        )
+    return lines
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return f"{value:.{digits}f}"
+
+
+def json_value(value: Any) -> Any:
+    """JSON has no infinity: an infinite profit factor (wins and no loss) is written as "inf"."""
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    return value
+
+
+def write_summary(path: Path, summary: Mapping[str, Any]) -> Path:
+    def clean(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return json_value(value)
+
+    path.write_text(json.dumps(clean(summary), indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def write_metrics_csv(path: Path, metrics: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Path:
+    """One row per detector and symbol; empty cells where a statistic is undefined, "inf" for an
+    infinite profit factor."""
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        for m in metrics:
+            writer.writerow(["" if m[c] is None else json_value(m[c]) for c in columns])
+    return path
+
+
+def equity_png(
+    path: Path, detector: str, points: Sequence[tuple[dt.datetime, float]], capital: float, subtitle: str
+) -> Path:
+    """Realised equity (capital plus closed trades' net P&L) over time, with its drawdown below."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    times = [p[0] for p in points]
+    pnl = np.array([p[1] for p in points], dtype=np.float64)
+    equity = capital + np.cumsum(pnl)
+    figure = Figure(figsize=(9, 5), layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    if times:
+        top.step(times, equity, where="post", color="#1565c0", linewidth=1.2)
+        peaks = np.maximum.accumulate(np.concatenate(([capital], equity)))[1:]
+        bottom.fill_between(times, equity - peaks, 0, step="post", color="#c62828", alpha=0.5)
+    else:
+        top.text(0.5, 0.5, "no trades", ha="center", va="center", transform=top.transAxes)
+    top.axhline(capital, color="#9e9e9e", linewidth=0.8, linestyle="--")
+    top.set_title(f"{detector}: realised equity ({len(points)} trades)\n{subtitle}", fontsize=10)
+    top.set_ylabel("equity ($)")
+    bottom.set_ylabel("drawdown ($)")
+    figure.autofmt_xdate()
+    figure.savefig(path, dpi=100)
+    return path
