@@ -22,6 +22,8 @@ CONTRACT_PARAMS = {
     "gap_detection_and_retry": {"lookback_days", "symbols"},
     "weekly_cleanup": {"retention_days", "dry_run"},  # the contract's, and the dry run
 }
+# backtest_run: the contract's params, plus engine parameters with defaults.
+BACKTEST_CONTRACT = {"start_date", "end_date", "symbols", "detectors", "timeframe"}
 HEAVY_MODULES = ("pandas", "numpy", "pyarrow", "pgpq", "psycopg", "boto3", "exchange_calendars", "requests")
 WATCHLIST_STOCKS = [
     "AAPL",
@@ -76,6 +78,10 @@ def test_params_are_exactly_the_contract(dagbag) -> None:
         params = dagbag.dags[dag_id].params
         assert set(params.keys()) == names, dag_id
         assert all(params.get_param(name).description for name in names), dag_id
+    backtest = dagbag.dags["backtest_run"].params
+    assert set(backtest.keys()) >= BACKTEST_CONTRACT
+    assert backtest["symbols"] == [] and backtest["detectors"] == [] and backtest["timeframe"] == "5m"
+    assert backtest["slippage_bps"] == 10
     params = dagbag.dags["historical_bulk_backfill"].params
     assert params.get_param("dataset").schema["enum"] == ["stocks", "indices", "options"]
     assert params.get_param("timeframe").schema["enum"] == ["1m", "1d"]
@@ -88,6 +94,7 @@ def test_mapped_tasks_name_their_instances(dagbag) -> None:
         "historical_bulk_backfill": {"ingest.download": "session", "ingest.load": "session"},
         "watchlist_daily_backfill": {"flatfiles.download": "session", "flatfiles.load": "session",
                                      "rest_fill": "symbol"},
+        "backtest_run": {"run_detector": "detector"},
     }  # fmt: skip
     for dag_id, tasks in mapped.items():
         for task_id, shown in tasks.items():
@@ -103,7 +110,7 @@ def test_the_daily_backfill_runs_on_weekdays_after_the_close_in_new_york(dagbag)
 def test_scheduled_dags_pause_after_three_failed_runs_and_every_task_alerts(dagbag) -> None:
     from marketbars.notifications import DagRunFailureNotifier, FailureAlertNotifier
 
-    for dag_id in ("watchlist_daily_backfill", "gap_detection_and_retry", "weekly_cleanup"):
+    for dag_id in ("watchlist_daily_backfill", "gap_detection_and_retry", "weekly_cleanup", "backtest_run"):
         dag = dagbag.dags[dag_id]
         assert dag.max_consecutive_failed_dag_runs == 3, dag_id
         callback = dag.on_failure_callback
