@@ -55,7 +55,12 @@ def _summary_lines(log_path: Path) -> list[str]:
     return lines[start : end + 1]
 
 
-TASK_LOGGERS = ("marketbars.daily_tasks", "marketbars.gap_tasks", "marketbars.cleanup_tasks")
+TASK_LOGGERS = (
+    "marketbars.daily_tasks",
+    "marketbars.gap_tasks",
+    "marketbars.cleanup_tasks",
+    "marketbars.backtest_tasks",
+)
 
 
 def _run_scheduled(
@@ -221,6 +226,7 @@ def main() -> None:
             "AIRFLOW_VAR_MASSIVE_API_REQUESTS_PER_MINUTE": "600",  # the loopback server's "plan"
             "AIRFLOW_VAR_WATCHLIST_INITIAL_HISTORY_SESSIONS": "20",
             "AIRFLOW_VAR_MARKET_REPORTS_DIR": str(WORKDIR / "reports"),
+            "AIRFLOW_VAR_MARKET_BACKTEST_REPORTS_DIR": str(WORKDIR / "reports" / "backtests"),
             "AIRFLOW_VAR_GAPS_BACKOFF_HOURS": "0",  # retry at once, to show the second run
         }
         _section("Airflow metadata database")
@@ -275,7 +281,18 @@ def main() -> None:
         )
         run_gap_dag()
         _section(
-            "8. weekly_cleanup as of the next Saturday with a 35-day retention: bars before the cutoff go "
+            "8. backtest_run over the whole sample on 5m bars: every detector, results in "
+            "market.backtest_*, a report folder per run"
+        )
+        _run_scheduled(
+            env,
+            "backtest_run",
+            next_session,
+            logs / "run-backtest.log",
+            {"start_date": args.start.isoformat(), "end_date": next_session.isoformat(), "timeframe": "5m"},
+        )
+        _section(
+            "9. weekly_cleanup as of the next Saturday with a 35-day retention: bars before the cutoff go "
             "(whole older partitions would be dropped; the straddling December one is trimmed)"
         )
         saturday = next_session + dt.timedelta(days=(5 - next_session.weekday()) % 7)

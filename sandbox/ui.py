@@ -163,6 +163,7 @@ def main() -> None:
             "AIRFLOW_CONN_MASSIVE_API": json.dumps(api.airflow_connection()),
             "AIRFLOW_VAR_MASSIVE_API_REQUESTS_PER_MINUTE": "600",
             "AIRFLOW_VAR_MARKET_REPORTS_DIR": str(WORKDIR / "reports"),
+            "AIRFLOW_VAR_MARKET_BACKTEST_REPORTS_DIR": str(WORKDIR / "reports" / "backtests"),
             "AIRFLOW__API__PORT": str(args.port),
             "AIRFLOW__API__BASE_URL": url,
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",

@@ -208,7 +208,10 @@ def report_and_rank(
         min_expectancy_r=float(params["min_expectancy_r"]),
     )
     with WarehouseHook().connect() as conn:
-        run = backtest_store.run_row(conn, run_id)
+        try:
+            run = backtest_store.run_row(conn, run_id)
+        except LookupError as error:
+            raise AirflowFailException(f"backtest {run_id}: nothing to report (its plan failed)") from error
         rows = backtest_store.metrics_of(conn, run_id)
         folder = Path(run["report_dir"])
         folder.mkdir(parents=True, exist_ok=True)
@@ -241,14 +244,15 @@ def report_and_rank(
     files = sorted(p for p in folder.iterdir() if p.is_file())
     report_files.upload(files, f"backtests/{folder.name}")
     log.info(
-        "backtest %s (%s %s..%s, prices %s): ranking by expectancy (R), then profit factor\n%s",
+        "backtest %s (%s %s..%s, prices %s): ranking by expectancy (R), then profit factor:",
         run_id,
         run["timeframe"],
         run["start_date"],
         run["end_date"],
         run["prices"],
-        "\n".join(report.ranking_lines(ranked)),
     )
+    for line in report.ranking_lines(ranked):
+        log.info("%s", line)
     flagged = [r for r in ranked if r["flags"]]
     for r in flagged:
         log.warning("detector %s is below the thresholds: %s", r["detector"], "; ".join(r["flags"]))

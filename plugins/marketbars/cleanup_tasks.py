@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 LEDGER_VARIABLES = {
     "quarantine": ("cleanup_quarantine_retention_days", 365),
     "ledgers": ("cleanup_ledger_retention_days", 730),
+    "backtests": ("cleanup_backtest_retention_days", 0),  # research results: kept unless asked
 }
 
 

@@ -49,12 +49,14 @@ LEDGERS: dict[str, str] = {
     "ingest_ledger": "session_date < %s",
     "rest_ledger": "session_date < %s",
     "backfill_gaps": "session_date < %s AND status <> 'open'",
+    "backtest_runs": "started_at < %s",  # their metrics and trades go with them (ON DELETE CASCADE)
 }
 LEDGER_SETTING = {
     "quarantine": "quarantine",
     "ingest_ledger": "ledgers",
     "rest_ledger": "ledgers",
     "backfill_gaps": "ledgers",
+    "backtest_runs": "backtests",
 }
 
 

@@ -43,6 +43,8 @@ def snapshot(conn: psycopg.Connection) -> dict[str, object]:
             table: set(conn.execute(f"SELECT * FROM market.{table}"))  # fixed names
             for table in ("watchlist", "quarantine", "ingest_ledger", "rest_ledger", "backfill_gaps")
         },
+        "backtest_runs": set(conn.execute("SELECT run_id, started_at FROM market.backtest_runs")),
+        "backtest_metrics": set(conn.execute("SELECT run_id, detector, symbol FROM market.backtest_metrics")),
     }
 
 
@@ -97,6 +99,20 @@ def spanning(airflow_metadata_db: None, airflow_connections: dict[str, str], con
                 " VALUES (%s, '1m', %s, %s, 'missing', 390, 0)",
                 ("AAPL" if status == "open" else "MSFT", day, status),
             )
+    for run_id, started in (("old", "2024-01-05"), ("recent", "2025-11-01")):
+        conn.execute(
+            "INSERT INTO market.backtest_runs (run_id, start_date, end_date, timeframe, symbols, detectors,"
+            " settings, detector_params, prices, splits, status, started_at)"
+            " VALUES (%s, '2024-01-02', '2024-01-03', '5m', '{AAPL}', '{breakout_bullish}', '{}', '{}',"
+            " 'raw', '[]', 'succeeded', %s)",
+            (run_id, started),
+        )
+        conn.execute(
+            "INSERT INTO market.backtest_metrics (run_id, detector, symbol, trades, wins, losses, net_pnl,"
+            " gross_profit, gross_loss, max_drawdown, max_drawdown_pct, bars, skipped_signals)"
+            " VALUES (%s, 'breakout_bullish', 'ALL', 0, 0, 0, 0, 0, 0, 0, 0, 10, 0)",
+            (run_id,),
+        )
     return conn
 
 
@@ -130,6 +146,7 @@ def test_retention_drops_old_partitions_trims_the_boundary_and_keeps_the_rest(
 ) -> None:
     monkeypatch.setenv("AIRFLOW_VAR_MASSIVE_DOWNLOAD_DIR", str(tmp_path))
     monkeypatch.setenv("AIRFLOW_VAR_CLEANUP_QUARANTINE_RETENTION_DAYS", "200")  # its own setting
+    monkeypatch.setenv("AIRFLOW_VAR_CLEANUP_BACKTEST_RETENTION_DAYS", "365")  # default: kept forever
     stale, fresh = tmp_path / "2024-11-18.abc.csv.gz", tmp_path / "2025-11-21.def.csv.gz"
     for path in (stale, fresh):
         path.write_text("x")
@@ -175,7 +192,10 @@ def test_retention_drops_old_partitions_trims_the_boundary_and_keeps_the_rest(
         "ingest_ledger": 1,
         "rest_ledger": 0,
         "backfill_gaps": 1,
+        "backtest_runs": 1,
     }
+    assert {row[0] for row in after["backtest_runs"]} == {"recent"}
+    assert {row[0] for row in after["backtest_metrics"]} == {"recent"}  # the old run's results went with it
     assert summary["bytes_freed"] == freed and summary["files_removed"] == 1
     assert spanning.execute("SELECT to_regclass('market.historical_bars_2024_09')").fetchone() == (None,)
 
