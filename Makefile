@@ -47,6 +47,7 @@ lint: $(STAMP)
 ## Benchmarks, each side by side with its baseline in the same run.
 bench: $(STAMP)
 	$(BIN)/python -m bench.flatfile_load
+	$(BIN)/python -m bench.backtest
 
 ## Re-resolve and lock every transitive version (run after editing a requirements file).
 lock:

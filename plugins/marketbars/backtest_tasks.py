@@ -172,12 +172,14 @@ def run_detector(detector_name: str, run_id: str) -> dict[str, Any]:
         capital,
         f"{spec.timeframe} {spec.start_date}..{spec.end_date}, {traded} symbol(s)",
     )
+    skipped: dict[str, list[str]] = {}
     for symbol, why in sorted(result.notes.items()):
-        log.info("%s: %s skipped: %s", detector.name, symbol, why)
+        skipped.setdefault(why, []).append(symbol)
+    for why, names in skipped.items():
+        log.info("%s skips %s: %s", detector.name, ", ".join(names), why)
     log.info(
-        "%s (%s): %d trade(s) over %d symbol(s), net P&L %.2f, expectancy %s R",
+        "%s: %d trade(s) over %d symbol(s), net P&L %.2f, expectancy %s R",
         detector.name,
-        detector.rule,
         len(result.trades),
         traded,
         overall["net_pnl"] if overall else 0.0,

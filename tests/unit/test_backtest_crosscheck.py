@@ -119,3 +119,42 @@ def test_the_engine_matches_backtesting_py_trade_for_trade(seed: int, side: int)
     assert sum(t.net_pnl for t in ours) == pytest.approx(theirs.PnL.sum(), rel=1e-9)
     reasons = {t.exit_reason for t in ours}
     assert reasons == {"stop", "target", "max_hold"}, reasons  # every kind of exit is compared
+
+
+def test_the_engine_matches_the_benchmarks_naive_per_bar_loop() -> None:
+    """A second, independent reference: the old system's way, one Python iteration per bar."""
+    import datetime as dt
+
+    from bench.backtest import naive_breakout_bullish
+    from marketbars.backtest import detectors
+    from tests.unit.backtest_bars import intraday, random_walk
+
+    rows = random_walk(78 * 30, seed=5)
+    bars = intraday([rows[i : i + 78] for i in range(0, len(rows), 78)], minutes=5)
+    d = detectors.REGISTRY["breakout_bullish"]
+    params = d.parameters({"volume_multiple": 1.2})
+    start = bars.first_index_on_or_after(dt.date.fromordinal(int(bars.session[78 * 2])))
+    ours = simulate(bars, d.signals(bars, params), 1, SETTINGS, start=start, intraday=False).trades
+    tuples = [
+        (
+            bars.symbol,
+            dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(ts)),
+            o,
+            h,
+            lo,
+            c,
+            v,
+        )
+        for ts, o, h, lo, c, v in zip(
+            bars.ts, bars.open, bars.high, bars.low, bars.close, bars.volume, strict=True
+        )
+    ]
+    theirs = naive_breakout_bullish(tuples, SETTINGS, params, int(bars.session[start]))
+    assert len(ours) == len(theirs) >= 20
+    for trade, ref in zip(ours, theirs, strict=True):
+        assert (trade.entry_ts, trade.exit_ts) == tuple(
+            int((ref[k] - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) / dt.timedelta(microseconds=1))
+            for k in ("entry_ts", "exit_ts")
+        )
+        assert (trade.exit_reason, trade.shares) == (ref["exit_reason"], ref["shares"])
+        assert trade.net_pnl == pytest.approx(ref["net_pnl"], rel=1e-9)

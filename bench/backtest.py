@@ -1,0 +1,673 @@
+"""Benchmark: every backtest detector over 10 stocks x 90 sessions of 1m bars, end to end from the
+warehouse, against a naive per-bar Python loop.
+
+    python -m bench.backtest [--runs 3] [--symbols 10] [--sessions 90]
+
+Loads (once, then reuses) synthetic regular-session 1m bars into the embedded PostgreSQL (or
+MARKETBARS_PG_URL): ``--symbols`` stocks plus the index I:SPX as one more symbol (11 by default),
+over the ``--sessions`` XNYS sessions ending ``--end`` (the backtest window; its first session is
+the run's start date) and the few sessions before them that the detectors' warm-up reads. A seeded
+random walk: per-minute volatility and volume U-shaped over the session (high at the open and the
+close), fat-tailed moves, volume that rises with the size of the move, overnight gaps, a rare bar
+that spikes both ways, prices in cents; the index has NULL volume and trades. 390 bars a session,
+210 on an early close (the default window holds 2024-07-03). Loaded with binary COPY after
+``warehouse.migrate`` and ``ensure_partitions``, then the 5m..4h bars built by
+``warehouse.rebuild_rollups`` session by session, as the load operators do. None of that is timed.
+
+Each scenario runs in a fresh process (so its peak RSS, VmHWM, is its own; it includes the
+interpreter and the libraries, whose share is shown as the RSS at the start of the clock), and
+its time is the median of --runs:
+
+* project, 1m: what the DAG's mapped ``run_detector`` tasks do, for all registered detectors, with
+  a psycopg connection instead of Airflow's: ``backtest_store.start_run`` once (the plan task's
+  row), then per detector its own connection, the run's spec read back, ``read_splits``,
+  ``read_bars`` for the eligible symbols in batches of ``backtest_tasks.SYMBOLS_PER_READ`` from the
+  detector's warm-up start, ``runner.run_detector`` (signals, simulation, metrics),
+  ``replace_results``, ``equity_points`` and ``report.equity_png`` into a temporary folder;
+* project, 5m: the same on the derived 5m bars;
+* baseline: ONE detector, breakout_bullish, on the same 1m bars the old way: a plain
+  ``SELECT ... ORDER BY symbol, ts`` fetched as tuples, then ``naive_breakout_bullish``: Python
+  lists, the indicators recomputed at every bar (highest of the previous ``lookback`` highs, mean of
+  the previous volumes, mean of the last ``atr_period`` true ranges) and a per-bar state machine
+  with the engine's fill rules. Its trades are compared with the ones the project wrote to
+  ``market.backtest_trades``: they must be the same trades (count, symbols, entry and exit times,
+  exit reasons, shares; prices and P&L within 1e-9 relative), or the bench fails. Its time x the
+  number of detectors is printed as an extrapolation (it writes no results and draws nothing, so
+  the extrapolation flatters it).
+
+Target: 1m, all detectors, under 60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+END = dt.date(2024, 7, 12)
+INDEX = "I:SPX"
+NAIVE_DETECTOR = "breakout_bullish"
+TARGET_S = 60.0
+DATA_VERSION = 2  # part of the database name: a change to the generator loads afresh
+PG_ENV = "BENCH_BACKTEST_PG"  # the children's conninfo (not on their command line)
+REL_TOL = 1e-9
+# Where a project run's time goes: connecting, the run's spec, splits and bars read; signals,
+# simulation and metrics; results written and the equity points read back; the PNG drawn.
+PHASES = {
+    "read": "connect, spec, splits, read_bars",
+    "engine": "signals, simulate, metrics",
+    "write": "replace_results, equity_points",
+    "png": "equity_png",
+}
+
+
+# ---------------------------------------------------------------- the naive baseline
+
+
+def naive_breakout_bullish(
+    rows: Sequence[Sequence[Any]], settings: Any, params: Mapping[str, float], start_ordinal: int
+) -> list[dict[str, Any]]:
+    """breakout_bullish the naive way: one Python iteration per bar, indicators recomputed each time.
+
+    ``rows`` are (symbol, ts, open, high, low, close, volume) tuples ordered by symbol and ts, ``ts``
+    a timezone-aware datetime (bar start), ``volume`` None where there is none. Like
+    ``bars.build``, only bars inside their XNYS session's regular hours count. ``settings`` is an
+    ``engine.Settings``; ``params`` the detector's (``lookback``, ``volume_multiple``); signals count
+    from the first bar of the session with ordinal ``start_ordinal`` on, earlier bars only feed the
+    indicators. Returns one dict per trade: symbol, entry_ts, exit_ts, entry_price, exit_price (fills,
+    slippage included), shares, net_pnl, exit_reason, in symbol and entry order.
+    """
+    from marketbars.trading_calendar import NEW_YORK, is_session, session_hours
+
+    lookback = int(params["lookback"])
+    multiple = float(params["volume_multiple"])
+    period = settings.atr_period
+    slip = settings.slippage_bps / 10_000.0
+    hours: dict[dt.date, tuple[dt.datetime, dt.datetime] | None] = {}
+    by_symbol: dict[str, list[tuple]] = {}
+    for symbol, ts, open_, high, low, close, volume in rows:
+        day = ts.astimezone(NEW_YORK).date()
+        if day not in hours:
+            span = session_hours(day) if is_session(day) else None
+            hours[day] = (span.open, span.close) if span else None
+        span = hours[day]
+        if span is None or not span[0] <= ts < span[1]:
+            continue  # outside the regular session: the engine never sees it
+        volume = math.nan if volume is None else float(volume)
+        by_symbol.setdefault(symbol, []).append((ts, day.toordinal(), open_, high, low, close, volume))
+
+    trades: list[dict[str, Any]] = []
+    for symbol, bars in by_symbol.items():
+        n = len(bars)
+        highs: list[float] = []
+        volumes: list[float] = []
+        ranges: list[float] = []
+        previous_close = None
+        position: dict[str, Any] | None = None
+        pending: dict[str, Any] | None = None  # a signal waiting for the next bar's open
+        for i in range(n):
+            ts, ordinal, open_, high, low, close, volume = bars[i]
+            if previous_close is None:
+                ranges.append(high - low)
+            else:
+                ranges.append(max(high - low, abs(high - previous_close), abs(low - previous_close)))
+
+            if pending is not None:  # entry at this bar's open, slippage against us
+                position = pending | {"entry": i, "entry_ts": ts, "entry_price": open_ * (1 + slip)}
+                pending = None
+
+            if position is not None:
+                exit_raw = reason = None
+                if i - position["entry"] == settings.max_hold_bars:
+                    exit_raw, reason = open_, "max_hold"
+                elif low <= position["stop"]:  # the stop first when a bar reaches both
+                    exit_raw, reason = min(open_, position["stop"]), "stop"
+                elif high >= position["target"]:
+                    exit_raw, reason = max(open_, position["target"]), "target"
+                elif i == n - 1:
+                    exit_raw, reason = close, "end_of_data"
+                if reason is not None:
+                    exit_price = exit_raw * (1 - slip)
+                    gross = (exit_price - position["entry_price"]) * position["shares"]
+                    trades.append(
+                        {
+                            "symbol": symbol,
+                            "entry_ts": position["entry_ts"],
+                            "exit_ts": ts,
+                            "entry_price": position["entry_price"],
+                            "exit_price": exit_price,
+                            "shares": position["shares"],
+                            "net_pnl": gross - settings.commission,
+                            "exit_reason": reason,
+                        }
+                    )
+                    position = None  # a signal on this very bar may open the next trade
+
+            signal = False
+            if i >= lookback:
+                prior_high = max(highs[i - lookback : i])
+                mean_volume = sum(volumes[i - lookback : i]) / lookback
+                signal = close > prior_high and volume > multiple * mean_volume
+            if signal and position is None and ordinal >= start_ordinal and i < n - 1:
+                atr = sum(ranges[i - period + 1 : i + 1]) / period if i >= period - 1 else math.nan
+                risk = settings.stop_atr * atr
+                if risk > 0:
+                    shares = math.floor(
+                        min(settings.capital * settings.risk_fraction / risk, settings.capital / close)
+                    )
+                    if shares >= 1:
+                        pending = {
+                            "shares": shares,
+                            "stop": close - risk,
+                            "target": close + settings.target_r * risk,
+                        }
+            highs.append(high)
+            volumes.append(volume)
+            previous_close = close
+    return trades
+
+
+# ---------------------------------------------------------------- synthetic bars (outside the clock)
+
+
+def _stock_symbols(count: int) -> list[str]:
+    return [f"BT{i:02d}" for i in range(count)]
+
+
+def _generate(symbols: Sequence[str], days: Sequence[dt.date]) -> Iterator[Any]:
+    """One pyarrow table (BAR_SCHEMA) of regular-session 1m bars per symbol, seeded."""
+    import numpy as np
+    import pyarrow as pa
+
+    from marketbars.parsing import BAR_SCHEMA
+    from marketbars.trading_calendar import session_schedule
+
+    _, opens, closes = session_schedule(days[0], days[-1])
+    lengths = [(c - o) // 60_000_000 for o, c in zip(opens, closes, strict=True)]
+    minute = np.concatenate([np.arange(n) for n in lengths])  # minutes after the open
+    length = np.repeat(lengths, lengths)
+    ts = np.concatenate(
+        [o + np.arange(n, dtype=np.int64) * 60_000_000 for o, n in zip(opens, lengths, strict=True)]
+    )
+    first = np.zeros(len(ts), bool)
+    first[np.cumsum([0, *lengths[:-1]])] = True
+    # U-shaped intraday profiles, each normalised to a mean of 1 over a full session.
+    shape = 1 + 1.6 * np.exp(-minute / 25) + 0.7 * np.exp(-(length - 1 - minute) / 25)
+    volume_shape = 1 + 2.5 * np.exp(-minute / 20) + 2.0 * np.exp(-(length - 1 - minute) / 15)
+    full = np.arange(390)
+    shape /= (1 + 1.6 * np.exp(-full / 25) + 0.7 * np.exp(-(389 - full) / 25)).mean()
+    volume_shape /= (1 + 2.5 * np.exp(-full / 20) + 2.0 * np.exp(-(389 - full) / 15)).mean()
+    rng = np.random.default_rng(20240628)
+    for symbol in symbols:
+        index = symbol.startswith("I:")
+        price = 5200.0 if index else float(rng.uniform(15, 400))
+        daily_sigma = 0.009 if index else float(rng.uniform(0.012, 0.03))
+        sigma = daily_sigma * 0.85 / math.sqrt(390) * shape  # per minute; the rest is overnight
+        moves = rng.standard_t(4, len(ts)) / math.sqrt(2) * sigma  # t(4) has variance 2
+        ticks = rng.normal(0, 0.1, len(ts)) * sigma  # open vs the previous close within a session
+        gaps = rng.normal(0, daily_sigma * 0.5, len(ts))
+        steps = np.where(first, gaps, ticks)
+        steps[0] = 0.0
+        drift = rng.normal(0.0, 0.0005)  # a per-symbol trend, per session
+        log_close = math.log(price) + np.cumsum(steps + moves + np.where(first, drift, 0.0))
+        close = np.round(np.exp(log_close), 2)
+        open_ = np.round(np.exp(log_close - moves), 2)
+        wick = np.abs(rng.normal(0, 0.6, (2, len(ts)))) * sigma
+        wick *= np.where(rng.random(len(ts)) < 0.002, 20.0, 1.0)  # now and then a spike both ways
+        high = np.maximum(np.round(np.maximum(open_, close) * (1 + wick[0]), 2), np.maximum(open_, close))
+        low = np.minimum(np.round(np.minimum(open_, close) * (1 - wick[1]), 2), np.minimum(open_, close))
+        if index:
+            volume = pa.nulls(len(ts), pa.float64())
+            trades = pa.nulls(len(ts), pa.int64())
+        else:
+            per_minute = float(rng.uniform(2e6, 3e7)) / 390
+            surge = 1 + 1.5 * np.abs(moves) / sigma
+            shares = per_minute * volume_shape * surge * rng.lognormal(-0.125, 0.5, len(ts))
+            volume_values = np.maximum(np.round(shares, -2), 100)
+            volume = pa.array(volume_values)
+            trades = pa.array(np.maximum(volume_values // 150, 1).astype(np.int64))
+        yield pa.table(
+            {
+                "symbol": pa.array([symbol] * len(ts)),
+                "ts": pa.array(ts).cast(pa.timestamp("us", tz="UTC")),
+                "open": open_,
+                "high": high,
+                "low": low,
+                "close": close,
+                "volume": volume,
+                "vwap": pa.nulls(len(ts), pa.float64()),
+                "trades": trades,
+            },
+            schema=BAR_SCHEMA,
+        )
+
+
+def _expected_bars(days: Sequence[dt.date]) -> tuple[int, int]:
+    """1m and 5m bars per symbol over these sessions."""
+    from marketbars.trading_calendar import session_schedule
+
+    _, opens, closes = session_schedule(days[0], days[-1])
+    minutes = [(c - o) // 60_000_000 for o, c in zip(opens, closes, strict=True)]
+    return sum(minutes), sum(math.ceil(m / 5) for m in minutes)
+
+
+def _load(conn, stocks: Sequence[str], days: Sequence[dt.date]) -> None:
+    from psycopg import sql
+
+    from marketbars import warehouse
+
+    warehouse.ensure_partitions(conn, days[0], days[-1])
+    with conn.transaction(), conn.cursor() as cur:
+        for table in _generate([*stocks, INDEX], days):
+            warehouse._copy_batches(
+                cur,
+                sql.SQL("market.historical_bars"),
+                warehouse.COPY_SCHEMA,
+                warehouse._with_constants(table, "1m", "flatfile"),
+            )
+    conn.execute("VACUUM (ANALYZE) market.historical_bars")
+    for day in days:
+        warehouse.rebuild_rollups(conn, "stocks", day, list(stocks))
+        warehouse.rebuild_rollups(conn, "indices", day, [INDEX])
+    conn.execute("VACUUM (ANALYZE) market.historical_bars")
+
+
+def _bar_counts(conn) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT timeframe, count(*) FROM market.historical_bars WHERE timeframe IN ('1m', '5m') GROUP BY 1"
+    ).fetchall()
+    return {tf: int(n) for tf, n in rows}
+
+
+# ---------------------------------------------------------------- child processes (one scenario each)
+
+
+def _memory_mb(field: str) -> float:
+    """VmHWM (peak) or VmRSS (now) of this process. Not ru_maxrss: Linux carries it across
+    fork+exec, so a child would report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _child_project(job: dict[str, Any]) -> dict[str, Any]:
+    import tempfile
+
+    # Library imports are process start-up, outside the clock (equity_png would import matplotlib).
+    import matplotlib.figure  # noqa: F401
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
+    import psycopg
+
+    from marketbars import backtest_store, backtest_tasks
+    from marketbars.backtest import bars as bars_module
+    from marketbars.backtest import detectors, report, runner
+    from marketbars.backtest.engine import Settings
+
+    conninfo = os.environ[PG_ENV]
+    timeframe, run_id = job["timeframe"], job["run_id"]
+    start, end = dt.date.fromisoformat(job["start"]), dt.date.fromisoformat(job["end"])
+    classes = job["symbols"]
+    with psycopg.connect(conninfo, autocommit=True) as conn:  # a fresh run: the previous one goes first
+        conn.execute("DELETE FROM market.backtest_runs WHERE run_id = %s", (run_id,))
+    folder = Path(tempfile.mkdtemp(prefix="bench-backtest-"))
+    spec = backtest_store.RunSpec(
+        run_id=run_id,
+        start_date=start,
+        end_date=end,
+        timeframe=timeframe,
+        symbols=classes,
+        detectors=list(detectors.REGISTRY),
+        settings=Settings().to_json(),
+        detector_params={},
+    )
+    rss_at_start = _memory_mb("VmRSS")
+    per_detector: dict[str, dict[str, Any]] = {}
+    phases = dict.fromkeys(PHASES, 0.0)  # seconds, summed over the detectors
+    started = time.perf_counter()
+    with psycopg.connect(conninfo, autocommit=True) as conn:  # the plan task
+        backtest_store.start_run(conn, spec, {}, str(folder))
+    for detector in detectors.REGISTRY.values():  # one mapped task each
+        detector_started = time.perf_counter()
+        read = {"bars": 0, "seconds": 0.0}
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            stored = backtest_store.run_spec(conn, run_id)
+            params = detector.parameters(stored.detector_params.get(detector.name))
+            settings = Settings(**stored.settings)
+            bars_needed = runner.history_bars(detector, params, settings)
+            first = runner.warmup_start(stored.start_date, stored.timeframe, bars_needed)
+            symbols = runner.eligible(detector, stored.symbols, stored.timeframe)
+            splits = backtest_store.read_splits(conn, symbols, first, stored.end_date)
+
+            def batches(
+                conn=conn, symbols=symbols, first=first, splits=splits, read=read, stored=stored
+            ) -> Iterator[dict[str, Any]]:
+                for i in range(0, len(symbols), backtest_tasks.SYMBOLS_PER_READ):
+                    chunk = symbols[i : i + backtest_tasks.SYMBOLS_PER_READ]
+                    reading = time.perf_counter()
+                    raw = backtest_store.read_bars(conn, chunk, stored.timeframe, first, stored.end_date)
+                    read["seconds"] += time.perf_counter() - reading
+                    read["bars"] += sum(len(b) for b in raw.values())
+                    yield {s: bars_module.adjust(b, splits.get(s, [])) for s, b in raw.items()}
+
+            engine_started = time.perf_counter()
+            result = runner.run_detector(
+                detector, params, settings, batches(), stored.symbols, stored.timeframe, stored.start_date
+            )
+            writing = time.perf_counter()
+            backtest_store.replace_results(conn, run_id, detector.name, result.metrics, result.trades)
+            points = backtest_store.equity_points(conn, run_id, detector.name)
+            report_dir = Path(backtest_store.run_row(conn, run_id)["report_dir"])
+        drawing = time.perf_counter()
+        phases["read"] += read["seconds"] + engine_started - detector_started
+        phases["engine"] += writing - engine_started - read["seconds"]
+        phases["write"] += drawing - writing
+        traded = len(result.metrics) - 1 if runner.ALL_SYMBOLS in result.metrics else 0
+        report.equity_png(
+            report_dir / f"equity_{detector.name}.png",
+            detector.name,
+            points,
+            settings.capital * max(traded, 1),
+            f"{stored.timeframe} {stored.start_date}..{stored.end_date}, {traded} symbol(s)",
+        )
+        phases["png"] += time.perf_counter() - drawing
+        per_detector[detector.name] = {
+            "seconds": time.perf_counter() - detector_started,
+            "bars": read["bars"],
+            "trades": len(result.trades),
+        }
+    seconds = time.perf_counter() - started
+    pngs = sorted(p.name for p in folder.glob("equity_*.png"))
+    assert len(pngs) == len(detectors.REGISTRY), pngs
+    for png in folder.iterdir():
+        png.unlink()
+    folder.rmdir()
+    return {
+        "seconds": seconds,
+        "bars": sum(d["bars"] for d in per_detector.values()),
+        "trades": sum(d["trades"] for d in per_detector.values()),
+        "detectors": per_detector,
+        "phases": phases,
+        "rss_start_mb": rss_at_start,
+        "peak_rss_mb": _memory_mb("VmHWM"),
+    }
+
+
+def _child_baseline(job: dict[str, Any]) -> dict[str, Any]:
+    import psycopg
+
+    from marketbars.backtest import detectors, runner
+    from marketbars.backtest.engine import Settings
+    from marketbars.trading_calendar import day_window
+
+    detector = detectors.REGISTRY[NAIVE_DETECTOR]
+    settings, params = Settings(), detector.parameters()
+    start, end = dt.date.fromisoformat(job["start"]), dt.date.fromisoformat(job["end"])
+    # The same bars the engine reads: the same warm-up start (the first bar's true range and the
+    # ATR depend on it), the symbols the detector applies to.
+    first = runner.warmup_start(start, "1m", runner.history_bars(detector, params, settings))
+    symbols = runner.eligible(detector, job["symbols"], "1m")
+    window_start, window_end = day_window(first)[0], day_window(end)[1]
+    rss_at_start = _memory_mb("VmRSS")
+    started = time.perf_counter()
+    with psycopg.connect(os.environ[PG_ENV], autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT symbol, ts, open, high, low, close, volume FROM market.historical_bars"
+            " WHERE symbol = ANY(%s) AND timeframe = '1m' AND ts >= %s AND ts < %s ORDER BY symbol, ts",
+            (symbols, window_start, window_end),
+        ).fetchall()
+    fetched = time.perf_counter()
+    trades = naive_breakout_bullish(rows, settings, params, start.toordinal())
+    finished = time.perf_counter()
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return {
+        "seconds": finished - started,
+        "fetch_s": fetched - started,
+        "bars": len(rows),
+        "trades": len(trades),
+        "trade_list": [
+            t | {k: (t[k] - epoch) // dt.timedelta(microseconds=1) for k in ("entry_ts", "exit_ts")}
+            for t in trades
+        ],
+        "rss_start_mb": rss_at_start,
+        "peak_rss_mb": _memory_mb("VmHWM"),
+    }
+
+
+def _run_child(job: dict[str, Any], conninfo: str) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bench.backtest", "--child", json.dumps(job)]
+    out = subprocess.run(
+        command, cwd=ROOT, env={**os.environ, PG_ENV: conninfo}, capture_output=True, text=True, check=False
+    )
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if out.returncode != 0 or line is None:
+        sys.stderr.write(out.stderr)
+        sys.exit(f"scenario {job['kind']} {job.get('timeframe', '')} failed (exit {out.returncode})")
+    return json.loads(line.removeprefix("RESULT "))
+
+
+# ---------------------------------------------------------------- parent: data, scenarios, report
+
+
+def _engine_trades(conninfo: str, run_id: str) -> list[dict[str, Any]]:
+    import psycopg
+
+    from marketbars.backtest_store import EPOCH
+
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        rows = conn.execute(
+            """SELECT symbol, entry_ts, exit_ts, entry_price, exit_price, shares, net_pnl, exit_reason
+               FROM market.backtest_trades WHERE run_id = %s AND detector = %s ORDER BY symbol, entry_ts""",
+            (run_id, NAIVE_DETECTOR),
+        ).fetchall()
+    names = ("symbol", "entry_ts", "exit_ts", "entry_price", "exit_price", "shares", "net_pnl", "exit_reason")
+    trades = [dict(zip(names, row, strict=True)) for row in rows]
+    for t in trades:
+        for key in ("entry_ts", "exit_ts"):
+            t[key] = (t[key] - EPOCH) // dt.timedelta(microseconds=1)
+    return trades
+
+
+def _compare(engine: list[dict[str, Any]], naive: list[dict[str, Any]]) -> tuple[list[str], float]:
+    """Differences between the two trade lists (empty when they are the same trades), and the
+    largest relative difference of a price or P&L."""
+    problems, worst = [], 0.0
+    if len(engine) != len(naive):
+        problems.append(f"engine {len(engine)} trades, naive loop {len(naive)}")
+    exact = ("symbol", "entry_ts", "exit_ts", "shares", "exit_reason")
+    for e, n in zip(engine, naive, strict=False):
+        where = f"{e['symbol']} entry {_when(e['entry_ts'])}"
+        for key in exact:
+            if e[key] != n[key]:
+                shown = (_when(e[key]), _when(n[key])) if key.endswith("_ts") else (e[key], n[key])
+                problems.append(f"{where}: {key} engine {shown[0]}, naive loop {shown[1]}")
+        for key in ("entry_price", "exit_price", "net_pnl"):
+            scale = max(abs(e[key]), abs(n[key]))
+            if scale:
+                worst = max(worst, abs(e[key] - n[key]) / scale)
+            if not math.isclose(e[key], n[key], rel_tol=REL_TOL):
+                problems.append(f"{where}: {key} engine {e[key]!r}, naive loop {n[key]!r}")
+        if len(problems) > 20:
+            break
+    return problems, worst
+
+
+def _when(epoch_us: Any) -> str:
+    if not isinstance(epoch_us, int):
+        return str(epoch_us)
+    from marketbars.trading_calendar import NEW_YORK
+
+    moment = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=epoch_us)
+    return moment.astimezone(NEW_YORK).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _median(results: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "seconds": statistics.median(r["seconds"] for r in results),
+        "bars": results[0]["bars"],
+        "trades": results[0]["trades"],
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+        "rss_start_mb": max(r["rss_start_mb"] for r in results),
+        "runs": [round(r["seconds"], 2) for r in results],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--symbols", type=int, default=10, help="stocks (I:SPX comes on top)")
+    parser.add_argument("--sessions", type=int, default=90, help="sessions in the backtest window")
+    parser.add_argument("--end", type=dt.date.fromisoformat, default=END, help="the window's last session")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        job = json.loads(args.child)
+        result = _child_project(job) if job["kind"] == "project" else _child_baseline(job)
+        print("RESULT " + json.dumps(result))
+        return
+    if args.runs < 1 or args.symbols < 1 or args.sessions < 1:
+        parser.error("--runs, --symbols and --sessions must be at least 1")
+
+    from marketbars import trading_calendar, warehouse
+    from marketbars.backtest import detectors, runner
+    from marketbars.backtest.engine import Settings
+    from sandbox.services import PG_URL_ENV, start_postgres
+
+    window = trading_calendar.sessions_between(args.end - dt.timedelta(days=2 * args.sessions + 30), args.end)
+    window = window[-args.sessions :]
+    if len(window) < args.sessions or window[-1] != args.end:
+        parser.error(f"--end {args.end} must be an XNYS session with {args.sessions} sessions up to it")
+    start = window[0]
+    settings = Settings()
+    first = min(
+        runner.warmup_start(start, tf, runner.history_bars(d, d.parameters(), settings))
+        for d in detectors.REGISTRY.values()
+        for tf in ("1m", "5m")
+    )
+    days = trading_calendar.sessions_between(first, args.end)
+    stocks = _stock_symbols(args.symbols)
+    classes = dict.fromkeys(stocks, "stocks") | {INDEX: "indices"}
+    per_symbol_1m, per_symbol_5m = _expected_bars(days)
+    expected = {"1m": per_symbol_1m * len(classes), "5m": per_symbol_5m * len(classes)}
+
+    server = start_postgres(ROOT / ".sandbox" / "pg")
+    name = f"bench_backtest_{args.symbols}x{args.sessions}_{args.end:%Y%m%d}_v{DATA_VERSION}"
+    with server.connect() as admin:
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    db = server.with_database(name) if exists else server.create_database(name)
+    with db.connect() as conn:
+        warehouse.migrate(conn)
+        counts = _bar_counts(conn)
+    if counts != expected:
+        if any(counts.values()):  # an interrupted load: start over
+            db = server.create_database(name)
+        print(
+            f"loading {len(classes)} symbols x {len(days)} sessions of 1m bars ({expected['1m']:,}),"
+            " then their 5m..4h rollups (once) ...",
+            flush=True,
+        )
+        loading = time.perf_counter()
+        with db.connect() as conn:
+            warehouse.migrate(conn)
+            _load(conn, stocks, days)
+            counts = _bar_counts(conn)
+        print(f"  done in {time.perf_counter() - loading:.0f} s", flush=True)
+    if counts != expected:
+        sys.exit(f"the warehouse holds {counts} bars, expected {expected}")
+
+    base = {"start": start.isoformat(), "end": args.end.isoformat(), "symbols": classes}
+    results: dict[str, list[dict[str, Any]]] = {"1m": [], "5m": [], "baseline": []}
+    for i in range(args.runs):
+        print(f"run {i + 1}/{args.runs} ...", flush=True)
+        for tf in ("1m", "5m"):
+            job = base | {"kind": "project", "timeframe": tf, "run_id": f"bench-backtest-{tf}"}
+            results[tf].append(_run_child(job, db.conninfo))
+        results["baseline"].append(_run_child(base | {"kind": "baseline"}, db.conninfo))
+
+    engine_trades = _engine_trades(db.conninfo, "bench-backtest-1m")
+    naive_trades = results["baseline"][-1]["trade_list"]
+    problems, worst = _compare(engine_trades, naive_trades)
+
+    one, five, naive = _median(results["1m"]), _median(results["5m"]), _median(results["baseline"])
+    n_detectors = len(detectors.REGISTRY)
+    alone = statistics.median(r["detectors"][NAIVE_DETECTOR]["seconds"] for r in results["1m"])
+    alone_bars = results["1m"][0]["detectors"][NAIVE_DETECTOR]["bars"]
+    fetch = statistics.median(r["fetch_s"] for r in results["baseline"])
+    extrapolated = naive["seconds"] * n_detectors
+    server_name = PG_URL_ENV if os.environ.get(PG_URL_ENV) else "embedded pgserver 16"
+    early = sum(1 for d in days if trading_calendar.session_hours(d).early_close)
+
+    print(
+        f"\n{len(stocks)} stocks + {INDEX}, window {start}..{args.end} ({len(window)} sessions; bars from"
+        f" {first}, {len(days)} sessions, {early} early close): {counts['1m']:,} 1m bars, {counts['5m']:,}"
+        f" 5m bars in the warehouse"
+    )
+    print(f"PostgreSQL: {server_name}; median of {args.runs} run(s); each scenario in its own process\n")
+    header = (
+        f"{'method':<58} {'seconds':>8} {'bars read':>10} {'trades':>7} {'peak RSS':>9} {'(at start)':>10}"
+    )
+    print(header)
+    rows = (
+        (f"project, 1m: {n_detectors} detectors, end to end", one),
+        (f"project, 5m: {n_detectors} detectors, end to end", five),
+        (f"baseline: naive per-bar loop, {NAIVE_DETECTOR} only, 1m", naive),
+    )
+    for label, r in rows:
+        print(
+            f"{label:<58} {r['seconds']:>8.2f} {r['bars']:>10,} {r['trades']:>7,} {r['peak_rss_mb']:>6.0f} MB"
+            f" {r['rss_start_mb']:>7.0f} MB   runs {r['runs']}"
+        )
+    print(
+        f"{'  of which SELECT ... ORDER BY symbol, ts as tuples':<58} {fetch:>8.2f}"
+        f"\n{f'project, 1m: {NAIVE_DETECTOR} alone (within the 1m run)':<58} {alone:>8.2f}"
+        f" {alone_bars:>10,} {results['1m'][0]['detectors'][NAIVE_DETECTOR]['trades']:>7,}"
+        f"   ({naive['seconds'] / alone:.1f}x faster than the naive loop)"
+    )
+    print(
+        f"\nextrapolation, not measured: the naive loop x {n_detectors} detectors = {extrapolated:.1f} s,"
+        f" against the project's {one['seconds']:.2f} s for all {n_detectors} on 1m"
+        f" ({extrapolated / one['seconds']:.1f}x)"
+    )
+    print("\nwhere the project's time goes (median s, summed over the detectors):")
+    print(f"  {'':<40} {'1m':>7} {'5m':>7}")
+    for phase, what in PHASES.items():
+        spent = [statistics.median(r["phases"][phase] for r in results[tf]) for tf in ("1m", "5m")]
+        print(f"  {phase + ': ' + what:<40} {spent[0]:>7.2f} {spent[1]:>7.2f}")
+    slowest = sorted(
+        (statistics.median(r["detectors"][d]["seconds"] for r in results["1m"]), d)
+        for d in detectors.REGISTRY
+    )[::-1]
+    listed = ", ".join(
+        f"{d} {seconds:.2f} s ({results['1m'][0]['detectors'][d]['trades']:,} trades)"
+        for seconds, d in slowest[:3]
+    )
+    print(f"  slowest on 1m: {listed}")
+
+    if problems:
+        print(f"\nNOT identical: the engine and the naive loop disagree on {NAIVE_DETECTOR}, 1m:")
+        for line in problems[:20]:
+            print("  " + line)
+        sys.exit(1)
+    print(
+        f"\nidentical: {len(engine_trades)} trades ({NAIVE_DETECTOR}, 1m: the engine's stored trades and the"
+        f" naive loop's; largest relative difference of a price or P&L {worst:.1e})"
+    )
+    verdict = "met" if one["seconds"] < TARGET_S else "NOT met"
+    print(f"target: 1m, all detectors, under {TARGET_S:.0f} s: {verdict}")
+
+
+if __name__ == "__main__":
+    main()
