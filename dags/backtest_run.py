@@ -144,13 +144,15 @@ with DAG(
         return run_detector(detector, dag_run.run_id)
 
     @task(trigger_rule="all_done")
-    def report_and_rank(params: dict[str, Any], results: Any = None, dag_run: Any = None) -> dict[str, Any]:
+    def report_and_rank(
+        params: dict[str, Any], planned: Any = None, results: Any = None, dag_run: Any = None
+    ) -> dict[str, Any]:
         """Summary, CSVs, ranking and flags; fails when a detector has no results."""
         from marketbars.backtest_tasks import report_and_rank
         from marketbars.mapped import outputs
 
-        return report_and_rank(params, dag_run.run_id, outputs(results, each=dict))
+        return report_and_rank(params, dag_run.run_id, planned, outputs(results, each=dict))
 
     work = plan()
     results = run_detector.expand_kwargs(work)
-    report_and_rank(results=results)
+    report_and_rank(planned=work, results=results)

@@ -31,7 +31,7 @@ CREATE TABLE market.backtest_runs (
 );
 COMMENT ON TABLE market.backtest_runs IS 'One row per backtest_run DAG run; re-running a run id replaces its results';
 
--- Statistics per detector and symbol; symbol 'ALL' holds the detector over every symbol it traded.
+-- Statistics per detector and symbol; symbol '*' holds the detector over every symbol it traded.
 CREATE TABLE market.backtest_metrics (
     run_id           text             NOT NULL REFERENCES market.backtest_runs ON DELETE CASCADE,
     detector         text             NOT NULL,
@@ -69,7 +69,7 @@ CREATE TABLE market.backtest_trades (
     exit_ts        timestamptz      NOT NULL,
     entry_price    double precision NOT NULL,  -- fills, slippage included
     exit_price     double precision NOT NULL,
-    shares         integer          NOT NULL CHECK (shares > 0),
+    shares         bigint           NOT NULL CHECK (shares > 0),
     stop           double precision NOT NULL,
     target         double precision NOT NULL,
     risk_per_share double precision NOT NULL,

@@ -138,7 +138,7 @@ def read_splits(
 def start_run(
     conn: psycopg.Connection, spec: RunSpec, splits: Mapping[str, list[Split]], report_dir: str
 ) -> None:
-    """Record the run (or reset a re-run of the same id) and drop results of detectors it no longer has."""
+    """Record the run, or reset a re-run of the same id: its earlier results are deleted."""
     listed = [
         {
             "symbol": s.symbol,
@@ -174,11 +174,8 @@ def start_run(
                 report_dir,
             ),
         )
-        for table in RESULT_TABLES:
-            conn.execute(
-                sql.SQL("DELETE FROM {} WHERE run_id = %s AND NOT detector = ANY(%s)").format(table),
-                (spec.run_id, spec.detectors),
-            )
+        for table in RESULT_TABLES:  # a re-run starts from nothing: no earlier attempt's rows survive
+            conn.execute(sql.SQL("DELETE FROM {} WHERE run_id = %s").format(table), (spec.run_id,))
 
 
 def run_spec(conn: psycopg.Connection, run_id: str) -> RunSpec:
@@ -259,7 +256,7 @@ def metrics_of(conn: psycopg.Connection, run_id: str) -> list[dict[str, Any]]:
     cur = conn.execute(
         sql.SQL(
             "SELECT {} FROM market.backtest_metrics WHERE run_id = %s"
-            " ORDER BY detector, symbol = 'ALL' DESC, symbol"
+            " ORDER BY detector, symbol = '*' DESC, symbol"
         ).format(sql.SQL(", ").join(map(sql.Identifier, METRIC_COLUMNS))),
         (run_id,),
     )

@@ -161,8 +161,8 @@ def run_detector(detector_name: str, run_id: str) -> dict[str, Any]:
         backtest_store.replace_results(conn, run_id, detector.name, result.metrics, result.trades)
         points = backtest_store.equity_points(conn, run_id, detector.name)
         folder = Path(backtest_store.run_row(conn, run_id)["report_dir"])
-    overall = result.metrics.get(runner.ALL_SYMBOLS)
-    traded = len(result.metrics) - 1 if overall else 0
+    overall = result.metrics[runner.ALL_SYMBOLS]
+    traded = len(result.metrics) - 1
     folder.mkdir(parents=True, exist_ok=True)
     capital = settings.capital * max(traded, 1)
     report.equity_png(
@@ -182,8 +182,8 @@ def run_detector(detector_name: str, run_id: str) -> dict[str, Any]:
         detector.name,
         len(result.trades),
         traded,
-        overall["net_pnl"] if overall else 0.0,
-        f"{overall['expectancy_r']:.3f}" if overall and overall["expectancy_r"] is not None else "-",
+        overall["net_pnl"],
+        "-" if overall["expectancy_r"] is None else f"{overall['expectancy_r']:.3f}",
     )
     return {
         "detector": detector.name,
@@ -194,7 +194,10 @@ def run_detector(detector_name: str, run_id: str) -> dict[str, Any]:
 
 
 def report_and_rank(
-    params: Mapping[str, Any], run_id: str, results: Sequence[Mapping[str, Any]]
+    params: Mapping[str, Any],
+    run_id: str,
+    planned: Sequence[Mapping[str, str]] | None,
+    results: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
     """Write the run's JSON summary and CSVs from the tables, log the ranking, flag the detectors
     below the thresholds; fail when a detector's results are missing (its task failed)."""
@@ -209,11 +212,10 @@ def report_and_rank(
         min_profit_factor=float(params["min_profit_factor"]),
         min_expectancy_r=float(params["min_expectancy_r"]),
     )
+    if planned is None:  # the run row may be an earlier attempt's: never report it as this one
+        raise AirflowFailException(f"backtest {run_id}: nothing to report, its plan task failed")
     with WarehouseHook().connect() as conn:
-        try:
-            run = backtest_store.run_row(conn, run_id)
-        except LookupError as error:
-            raise AirflowFailException(f"backtest {run_id}: nothing to report (its plan failed)") from error
+        run = backtest_store.run_row(conn, run_id)
         rows = backtest_store.metrics_of(conn, run_id)
         folder = Path(run["report_dir"])
         folder.mkdir(parents=True, exist_ok=True)
@@ -221,7 +223,6 @@ def report_and_rank(
         done = {r["detector"] for r in results}
         missing = [d for d in run["detectors"] if d not in done]
         status = "incomplete" if missing else "succeeded"
-        backtest_store.finish_run(conn, run_id, status)
     ranked = report.rank(rows, thresholds)
     report.write_metrics_csv(folder / "metrics.csv", rows, backtest_store.METRIC_COLUMNS)
     summary = {
@@ -245,6 +246,8 @@ def report_and_rank(
     report.write_summary(folder / "summary.json", summary)
     files = sorted(p for p in folder.iterdir() if p.is_file())
     report_files.upload(files, f"backtests/{folder.name}")
+    with WarehouseHook().connect() as conn:  # finished only once its report is complete
+        backtest_store.finish_run(conn, run_id, status)
     log.info(
         "backtest %s (%s %s..%s, prices %s): ranking by expectancy (R), then profit factor:",
         run_id,

@@ -97,7 +97,7 @@ def test_a_run_fills_the_tables_and_the_report_consistently(loaded, conn: psycop
         """SELECT m.detector, m.trades, m.net_pnl, count(t.*), coalesce(sum(t.net_pnl), 0)
            FROM market.backtest_metrics m LEFT JOIN market.backtest_trades t
              ON t.run_id = m.run_id AND t.detector = m.detector
-           WHERE m.run_id = %s AND m.symbol = 'ALL' GROUP BY 1, 2, 3""",
+           WHERE m.run_id = %s AND m.symbol = '*' GROUP BY 1, 2, 3""",
         (dag_run.run_id,),
     ).fetchall()
     assert {row[0] for row in per_detector} == set(detectors.REGISTRY)

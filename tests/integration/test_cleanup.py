@@ -110,7 +110,7 @@ def spanning(airflow_metadata_db: None, airflow_connections: dict[str, str], con
         conn.execute(
             "INSERT INTO market.backtest_metrics (run_id, detector, symbol, trades, wins, losses, net_pnl,"
             " gross_profit, gross_loss, max_drawdown, max_drawdown_pct, bars, skipped_signals)"
-            " VALUES (%s, 'breakout_bullish', 'ALL', 0, 0, 0, 0, 0, 0, 0, 0, 10, 0)",
+            " VALUES (%s, 'breakout_bullish', '*', 0, 0, 0, 0, 0, 0, 0, 0, 10, 0)",
             (run_id,),
         )
     return conn

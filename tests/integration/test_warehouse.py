@@ -51,7 +51,7 @@ def _insert_rest_bar(conn: psycopg.Connection, symbol: str, ts: dt.datetime) -> 
 def test_migrations_create_the_contract_tables_once(conn: psycopg.Connection) -> None:
     assert warehouse.migrate(conn) == [
         "0001_market_schema.sql", "0002_seed_watchlist.sql", "0003_rest.sql", "0004_gaps.sql",
-        "0005_rollups.sql",
+        "0005_rollups.sql", "0006_backtests.sql",
     ]  # fmt: skip
     assert warehouse.migrate(conn) == []
     columns = conn.execute(

@@ -9,6 +9,7 @@ signal (the tests check this for every detector).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,8 @@ UNAVAILABLE = {
 }
 
 Signals = Callable[[Bars, Mapping[str, float]], np.ndarray]
+# Parameters that count bars or minutes: whole numbers, at least 1. Every other one is at least 0.
+WHOLE_BARS = frozenset({"lookback", "fast", "slow", "trend", "rsi_period", "drive_minutes", "window_minutes"})
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class Detector:
 
     def parameters(self, overrides: Mapping[str, Any] | None = None) -> dict[str, float]:
         """The defaults with ``overrides`` applied; an unknown name is an error that names it."""
+        if not isinstance(overrides or {}, Mapping):
+            raise ValueError(f"detector {self.name}: parameters must be an object, not {overrides!r}")
         overrides = dict(overrides or {})
         unknown = sorted(set(overrides) - set(self.defaults))
         if unknown:
@@ -53,7 +58,18 @@ class Detector:
                 f"detector {self.name} has no parameter {', '.join(unknown)}"
                 f" (it has {', '.join(self.defaults)})"
             )
-        return {name: float(overrides.get(name, default)) for name, default in self.defaults.items()}
+        values = {}
+        for name, default in self.defaults.items():
+            value = overrides.get(name, default)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"detector {self.name}: {name}={value!r} is not a number")
+            if value < 0 or (name in WHOLE_BARS and (value < 1 or value != int(value))):
+                raise ValueError(
+                    f"detector {self.name}: {name}={value!r} must be "
+                    + ("a whole number of at least 1" if name in WHOLE_BARS else "at least 0")
+                )
+            values[name] = float(value)
+        return values
 
     def applies_to(self, asset_class: str, timeframe: str) -> str | None:
         """Why this detector does not run on such a symbol and timeframe, or None when it does."""

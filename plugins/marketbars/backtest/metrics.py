@@ -5,8 +5,8 @@
 - ``profit_factor`` = gross profit / gross loss; infinite when there are wins and no loss, None
   when there is neither.
 - ``max_drawdown`` is the deepest fall of realised equity (``capital`` plus the net P&L of the
-  trades closed so far, in exit order) below its running peak, in dollars and as a fraction of
-  that peak.
+  trades closed so far, in exit order) below its running peak, in dollars; ``max_drawdown_pct``
+  the deepest such fall as a fraction of its peak (the two can come from different falls).
 - ``sharpe`` is the mean over the sample standard deviation of per-trade returns (not
   annualised: trades are not evenly spaced); None with fewer than 2 trades or no dispersion.
 - ``exposure`` is the share of the tradable bars spent in a position.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ALL_SYMBOLS = "ALL"
+ALL_SYMBOLS = "*"
 
 
 @dataclass(frozen=True)

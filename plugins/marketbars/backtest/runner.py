@@ -16,9 +16,9 @@ from marketbars.backtest import metrics
 from marketbars.backtest.bars import TIMEFRAME_MINUTES, Bars
 from marketbars.backtest.detectors import Detector
 from marketbars.backtest.engine import Settings, Trade, simulate
-from marketbars.trading_calendar import sessions_between
+from marketbars.trading_calendar import CALENDAR_START, sessions_between
 
-ALL_SYMBOLS = "ALL"  # the metrics row of a detector over every symbol it traded
+ALL_SYMBOLS = "*"  # the metrics row of a detector over every symbol it traded (no ticker is "*")
 TIMEFRAMES = tuple(TIMEFRAME_MINUTES)
 
 
@@ -40,9 +40,17 @@ def warmup_start(start: dt.date, timeframe: str, bars_needed: int) -> dt.date:
     (a full session holds 390 / minutes bars; early closes are covered by one spare session)."""
     per_session = 1 if timeframe == "1d" else max(390 // TIMEFRAME_MINUTES[timeframe], 1)
     sessions_back = math.ceil(bars_needed / per_session) + 1
-    span = dt.timedelta(days=sessions_back * 7 // 5 + 14)  # weekends and holidays, generously
-    earlier = sessions_between(start - span, start - dt.timedelta(days=1))
-    return earlier[-sessions_back] if len(earlier) >= sessions_back else (earlier[0] if earlier else start)
+    days = sessions_back * 7 // 5 + 14  # weekends; holidays may need more: widen until enough
+    while True:
+        first = max(start - dt.timedelta(days=days), CALENDAR_START)
+        earlier = sessions_between(first, start - dt.timedelta(days=1))
+        if len(earlier) >= sessions_back or first == CALENDAR_START:
+            return (
+                earlier[-sessions_back]
+                if len(earlier) >= sessions_back
+                else (earlier[0] if earlier else start)
+            )
+        days *= 2
 
 
 def eligible(detector: Detector, asset_classes: Mapping[str, str], timeframe: str) -> list[str]:
@@ -91,9 +99,9 @@ def run_detector(
             skipped_total += outcome.skipped_signals
     for symbol in sorted(set(asset_classes) - seen):
         result.notes[symbol] = detector.applies_to(asset_classes[symbol], timeframe) or "no bars in the range"
-    if result.metrics:
-        capital = settings.capital * len(result.metrics)
-        result.metrics[ALL_SYMBOLS] = metrics.summarize(
-            result.trades, capital=capital, bars=bars_total, bars_in_position=held_total
-        ) | {"bars": bars_total, "skipped_signals": skipped_total}
+    # Always an all-symbol row, so a detector that traded nowhere still shows (and is flagged).
+    capital = settings.capital * max(len(result.metrics), 1)
+    result.metrics[ALL_SYMBOLS] = metrics.summarize(
+        result.trades, capital=capital, bars=bars_total, bars_in_position=held_total
+    ) | {"bars": bars_total, "skipped_signals": skipped_total}
     return result
