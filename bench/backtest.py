@@ -23,7 +23,7 @@ its time is the median of --runs:
   row), then per detector its own connection, the run's spec read back, ``read_splits``,
   ``read_bars`` for the eligible symbols in batches of ``backtest_tasks.SYMBOLS_PER_READ`` from the
   detector's warm-up start, ``runner.run_detector`` (signals, simulation, metrics),
-  ``replace_results``, ``equity_points`` and ``report.equity_png`` into a temporary folder;
+  ``replace_results`` and ``report.equity_png`` into a temporary folder;
 * project, 5m: the same on the derived 5m bars;
 * baseline: ONE detector, breakout_bullish, on the same 1m bars the old way: a plain
   ``SELECT ... ORDER BY symbol, ts`` fetched as tuples, then ``naive_breakout_bullish``: Python
@@ -62,11 +62,11 @@ DATA_VERSION = 2  # part of the database name: a change to the generator loads a
 PG_ENV = "BENCH_BACKTEST_PG"  # the children's conninfo (not on their command line)
 REL_TOL = 1e-9
 # Where a project run's time goes: connecting, the run's spec, splits and bars read; signals,
-# simulation and metrics; results written and the equity points read back; the PNG drawn.
+# simulation and metrics; results written; the PNG drawn.
 PHASES = {
     "read": "connect, spec, splits, read_bars",
     "engine": "signals, simulate, metrics",
-    "write": "replace_results, equity_points",
+    "write": "replace_results",
     "png": "equity_png",
 }
 
@@ -367,17 +367,16 @@ def _child_project(job: dict[str, Any]) -> dict[str, Any]:
             )
             writing = time.perf_counter()
             backtest_store.replace_results(conn, run_id, detector.name, result.metrics, result.trades)
-            points = backtest_store.equity_points(conn, run_id, detector.name)
             report_dir = Path(backtest_store.run_row(conn, run_id)["report_dir"])
         drawing = time.perf_counter()
         phases["read"] += read["seconds"] + engine_started - detector_started
         phases["engine"] += writing - engine_started - read["seconds"]
         phases["write"] += drawing - writing
-        traded = len(result.metrics) - 1 if runner.ALL_SYMBOLS in result.metrics else 0
+        traded = len(result.metrics) - 1
         report.equity_png(
             report_dir / f"equity_{detector.name}.png",
             detector.name,
-            points,
+            result.trades,
             settings.capital * max(traded, 1),
             f"{stored.timeframe} {stored.start_date}..{stored.end_date}, {traded} symbol(s)",
         )

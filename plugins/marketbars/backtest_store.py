@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any
 import numpy as np
 import psycopg
 import pyarrow as pa
-import pyarrow.csv as pacsv
 from psycopg import sql
 
 from marketbars.backtest import bars as bars_module
@@ -25,6 +23,7 @@ from marketbars.backtest.bars import Bars, Split
 from marketbars.backtest.engine import Trade
 from marketbars.backtest.metrics import FIELDS
 from marketbars.trading_calendar import day_window
+from marketbars.warehouse import copy_out_table
 
 _BAR_CSV_TYPES = {
     "symbol": pa.string(),
@@ -77,38 +76,24 @@ def read_bars(
     conn: psycopg.Connection, symbols: Sequence[str], timeframe: str, first: dt.date, last: dt.date
 ) -> dict[str, Bars]:
     """The symbols' ``timeframe`` bars of the sessions first..last, unadjusted, placed in their
-    sessions (regular session only). Streamed out as CSV and parsed by pyarrow: no tuple per row."""
+    sessions (regular session only)."""
     start, _ = day_window(first)
     _, end = day_window(last)
-    statement = (
-        "COPY (SELECT symbol, (date_part('epoch', ts) * 1000000)::bigint, open, high, low, close, volume"
+    query = sql.SQL(
+        "SELECT symbol, (date_part('epoch', ts) * 1000000)::bigint, open, high, low, close, volume"
         " FROM market.historical_bars WHERE symbol = ANY(%s) AND timeframe = %s AND ts >= %s AND ts < %s"
-        " ORDER BY symbol, ts) TO STDOUT (FORMAT CSV)"
+        " ORDER BY symbol, ts"
     )
-    with conn.cursor() as cur, tempfile.TemporaryFile(prefix="marketbars-backtest-") as spool:
-        cur.execute("SET extra_float_digits = 1")
-        with cur.copy(statement, (list(symbols), timeframe, start, end)) as copy:
-            for block in copy:
-                spool.write(block)
-        empty = spool.tell() == 0
-        spool.seek(0)
-        table = None
-        if not empty:
-            table = pacsv.read_csv(
-                spool,
-                read_options=pacsv.ReadOptions(column_names=list(_BAR_CSV_TYPES)),
-                convert_options=pacsv.ConvertOptions(column_types=_BAR_CSV_TYPES, null_values=[""]),
-            )
-    out: dict[str, Bars] = {}
+    with conn.cursor() as cur:
+        cur.execute("SET extra_float_digits = 1")  # floats printed exactly (the default since PG 12)
+        table = copy_out_table(cur, query, (list(symbols), timeframe, start, end), _BAR_CSV_TYPES)
     if table is None:
-        return out
+        return {}
     names = table["symbol"].to_numpy(zero_copy_only=False)
-    columns = {
-        name: table[name].to_numpy(zero_copy_only=False) for name in _BAR_CSV_TYPES if name != "symbol"
-    }
-    for column in ("volume",):
-        columns[column] = np.asarray(columns[column], dtype=np.float64)  # NULL volume (indices) -> NaN
+    columns = {name: np.asarray(table[name].to_numpy(zero_copy_only=False)) for name in _BAR_CSV_TYPES}
+    columns["volume"] = columns["volume"].astype(np.float64)  # NULL volume (indices) -> NaN
     edges = np.flatnonzero(names[1:] != names[:-1]) + 1
+    out: dict[str, Bars] = {}
     for lo, hi in zip(np.concatenate(([0], edges)), np.concatenate((edges, [len(names)])), strict=True):
         symbol = str(names[lo])
         out[symbol] = bars_module.build(
@@ -261,15 +246,6 @@ def metrics_of(conn: psycopg.Connection, run_id: str) -> list[dict[str, Any]]:
         (run_id,),
     )
     return [dict(zip(METRIC_COLUMNS, row, strict=True)) for row in cur.fetchall()]
-
-
-def equity_points(conn: psycopg.Connection, run_id: str, detector: str) -> list[tuple[dt.datetime, float]]:
-    """(exit time, net P&L) of a detector's trades in exit order: its realised equity curve."""
-    return conn.execute(
-        """SELECT exit_ts, net_pnl FROM market.backtest_trades WHERE run_id = %s AND detector = %s
-           ORDER BY exit_ts, symbol, entry_ts""",
-        (run_id, detector),
-    ).fetchall()
 
 
 def write_trades_csv(conn: psycopg.Connection, run_id: str, path: Path) -> int:

@@ -159,7 +159,6 @@ def run_detector(detector_name: str, run_id: str) -> dict[str, Any]:
             detector, params, settings, batches(), spec.symbols, spec.timeframe, spec.start_date
         )
         backtest_store.replace_results(conn, run_id, detector.name, result.metrics, result.trades)
-        points = backtest_store.equity_points(conn, run_id, detector.name)
         folder = Path(backtest_store.run_row(conn, run_id)["report_dir"])
     overall = result.metrics[runner.ALL_SYMBOLS]
     traded = len(result.metrics) - 1
@@ -168,7 +167,7 @@ def run_detector(detector_name: str, run_id: str) -> dict[str, Any]:
     report.equity_png(
         folder / f"equity_{detector.name}.png",
         detector.name,
-        points,
+        result.trades,
         capital,
         f"{spec.timeframe} {spec.start_date}..{spec.end_date}, {traded} symbol(s)",
     )

@@ -13,9 +13,10 @@ import logging
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pyarrow as pa
@@ -610,31 +611,41 @@ _MINUTES_CSV_TYPES = {
 }
 
 
-def _read_minutes(
-    cur: psycopg.Cursor, scope: sql.Composable, scope_params: tuple, start: dt.datetime, end: dt.datetime
-) -> pa.Table:
-    """The selection's 1m bars in [start, end) as Arrow, streamed out as CSV (PostgreSQL prints
-    floats exactly since version 12) and parsed by pyarrow: far cheaper than a tuple per row. The
-    CSV is spooled to a temporary file rather than held in memory next to its parsed columns."""
-    statement = sql.SQL(
-        "COPY (SELECT symbol, (date_part('epoch', ts) * 1000000)::bigint, open, high, low, close, volume,"
-        " vwap, trades FROM market.historical_bars WHERE timeframe = '1m' AND ts >= %s AND ts < %s"
-        " AND {scope}) TO STDOUT (FORMAT CSV)"
-    ).format(scope=scope)
-    with tempfile.TemporaryFile(prefix="marketbars-minutes-") as spool:
-        with cur.copy(statement, (start, end, *scope_params)) as copy:
+def copy_out_table(
+    cur: psycopg.Cursor, query: sql.Composable, params: Sequence[Any], column_types: Mapping[str, pa.DataType]
+) -> pa.Table | None:
+    """The rows of ``query`` as Arrow (None when there are none), streamed out as CSV (PostgreSQL
+    prints floats exactly since version 12) and parsed by pyarrow: far cheaper than a tuple per row.
+    The CSV is spooled to a temporary file rather than held in memory next to its parsed columns."""
+    statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT CSV)").format(query)
+    with tempfile.TemporaryFile(prefix="marketbars-copy-") as spool:
+        with cur.copy(statement, params) as copy:
             for block in copy:
                 spool.write(block)
         if spool.tell() == 0:
-            return BAR_SCHEMA.empty_table()
+            return None
         spool.seek(0)
-        table = pacsv.read_csv(
+        return pacsv.read_csv(
             spool,
-            read_options=pacsv.ReadOptions(column_names=list(_MINUTES_CSV_TYPES), use_threads=False),
+            read_options=pacsv.ReadOptions(column_names=list(column_types), use_threads=False),
             convert_options=pacsv.ConvertOptions(
-                column_types=_MINUTES_CSV_TYPES, null_values=[""], strings_can_be_null=False
+                column_types=dict(column_types), null_values=[""], strings_can_be_null=False
             ),
         )
+
+
+def _read_minutes(
+    cur: psycopg.Cursor, scope: sql.Composable, scope_params: tuple, start: dt.datetime, end: dt.datetime
+) -> pa.Table:
+    """The selection's 1m bars in [start, end) as Arrow."""
+    query = sql.SQL(
+        "SELECT symbol, (date_part('epoch', ts) * 1000000)::bigint, open, high, low, close, volume,"
+        " vwap, trades FROM market.historical_bars WHERE timeframe = '1m' AND ts >= %s AND ts < %s"
+        " AND {scope}"
+    ).format(scope=scope)
+    table = copy_out_table(cur, query, (start, end, *scope_params), _MINUTES_CSV_TYPES)
+    if table is None:
+        return BAR_SCHEMA.empty_table()
     return table.set_column(1, "ts", table["ts"].cast(pa.timestamp("us", tz="UTC"))).cast(BAR_SCHEMA)
 
 

@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from marketbars.backtest.engine import Trade
+from marketbars.backtest.metrics import equity_curve
+
 ALL_SYMBOLS = "*"
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -122,16 +126,15 @@ def write_metrics_csv(path: Path, metrics: Sequence[Mapping[str, Any]], columns:
     return path
 
 
-def equity_png(
-    path: Path, detector: str, points: Sequence[tuple[dt.datetime, float]], capital: float, subtitle: str
-) -> Path:
-    """Realised equity (capital plus closed trades' net P&L) over time, with its drawdown below."""
+def equity_png(path: Path, detector: str, trades: Sequence[Trade], capital: float, subtitle: str) -> Path:
+    """Realised equity (capital plus closed trades' net P&L, in exit order) over time, with its
+    drawdown below."""
     import numpy as np
     from matplotlib.figure import Figure
 
-    times = [p[0] for p in points]
-    pnl = np.array([p[1] for p in points], dtype=np.float64)
-    equity = capital + np.cumsum(pnl)
+    ordered = sorted(trades, key=lambda t: (t.exit_ts, t.symbol, t.entry_ts))
+    times = [EPOCH + dt.timedelta(microseconds=t.exit_ts) for t in ordered]
+    equity = equity_curve(np.array([t.net_pnl for t in ordered], dtype=np.float64), capital)[1:]
     figure = Figure(figsize=(9, 5), layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     if times:
@@ -141,7 +144,7 @@ def equity_png(
     else:
         top.text(0.5, 0.5, "no trades", ha="center", va="center", transform=top.transAxes)
     top.axhline(capital, color="#9e9e9e", linewidth=0.8, linestyle="--")
-    top.set_title(f"{detector}: realised equity ({len(points)} trades)\n{subtitle}", fontsize=10)
+    top.set_title(f"{detector}: realised equity ({len(ordered)} trades)\n{subtitle}", fontsize=10)
     top.set_ylabel("equity ($)")
     bottom.set_ylabel("drawdown ($)")
     figure.autofmt_xdate()
