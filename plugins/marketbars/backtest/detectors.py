@@ -126,32 +126,34 @@ def _fresh(condition: np.ndarray) -> np.ndarray:
     return condition & ~np.concatenate(([False], condition[:-1]))
 
 
-def _volume_surge(bars: Bars, lookback: int, multiple: float) -> np.ndarray:
-    with np.errstate(invalid="ignore"):
-        return bars.volume > multiple * ind.prior_mean(bars.volume, lookback)
-
+# Each setup comes as a pair, long and short, sharing one rule written for a ``side``: for a long,
+# side * (a - b) > 0 reads a > b; for a short, a < b (exact: a difference's sign is never rounded).
 
 # ---- breakouts ----------------------------------------------------------------------------------
 
 _BREAKOUT = {"lookback": 20, "volume_multiple": 1.5}
 
 
+def _breakout(bars: Bars, p: Mapping[str, float], side: int) -> np.ndarray:
+    n = _int(p, "lookback")
+    level = ind.prior_max(bars.high, n) if side == LONG else ind.prior_min(bars.low, n)
+    with np.errstate(invalid="ignore"):
+        surge = bars.volume > p["volume_multiple"] * ind.prior_mean(bars.volume, n)
+        return (side * (bars.close - level) > 0) & surge
+
+
 @detector("breakout_bullish", side=LONG, defaults=_BREAKOUT, history=lambda p: _int(p, "lookback") + 1)
 def breakout_bullish(bars: Bars, p: Mapping[str, float]) -> np.ndarray:
     """Close above the highest high of the previous `lookback` bars, on volume above
     `volume_multiple` times their average volume."""
-    n = _int(p, "lookback")
-    with np.errstate(invalid="ignore"):
-        return (bars.close > ind.prior_max(bars.high, n)) & _volume_surge(bars, n, p["volume_multiple"])
+    return _breakout(bars, p, LONG)
 
 
 @detector("breakout_bearish", side=SHORT, defaults=_BREAKOUT, history=lambda p: _int(p, "lookback") + 1)
 def breakout_bearish(bars: Bars, p: Mapping[str, float]) -> np.ndarray:
     """Close below the lowest low of the previous `lookback` bars, on volume above
     `volume_multiple` times their average volume."""
-    n = _int(p, "lookback")
-    with np.errstate(invalid="ignore"):
-        return (bars.close < ind.prior_min(bars.low, n)) & _volume_surge(bars, n, p["volume_multiple"])
+    return _breakout(bars, p, SHORT)
 
 
 # ---- mean reversion -----------------------------------------------------------------------------
@@ -159,25 +161,25 @@ def breakout_bearish(bars: Bars, p: Mapping[str, float]) -> np.ndarray:
 _REVERSION = {"lookback": 20, "z_entry": 2.0}
 
 
-def _zscore(bars: Bars, n: int) -> np.ndarray:
+def _mean_reversion(bars: Bars, p: Mapping[str, float], side: int) -> np.ndarray:
+    n = _int(p, "lookback")
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (bars.close - ind.sma(bars.close, n)) / ind.rolling_std(bars.close, n)
+        zscore = (bars.close - ind.sma(bars.close, n)) / ind.rolling_std(bars.close, n)
+        return _fresh(side * zscore <= -p["z_entry"])
 
 
 @detector("mean_reversion_long", side=LONG, defaults=_REVERSION, history=lambda p: _int(p, "lookback") + 1)
 def mean_reversion_long(bars: Bars, p: Mapping[str, float]) -> np.ndarray:
     """The close's z-score against the last `lookback` closes (mean and population deviation)
     falls to `-z_entry` or below, from above it on the previous bar."""
-    with np.errstate(invalid="ignore"):
-        return _fresh(_zscore(bars, _int(p, "lookback")) <= -p["z_entry"])
+    return _mean_reversion(bars, p, LONG)
 
 
 @detector("mean_reversion_short", side=SHORT, defaults=_REVERSION, history=lambda p: _int(p, "lookback") + 1)
 def mean_reversion_short(bars: Bars, p: Mapping[str, float]) -> np.ndarray:
     """The close's z-score against the last `lookback` closes rises to `z_entry` or above, from
     below it on the previous bar."""
-    with np.errstate(invalid="ignore"):
-        return _fresh(_zscore(bars, _int(p, "lookback")) >= p["z_entry"])
+    return _mean_reversion(bars, p, SHORT)
 
 
 # ---- trend continuation -------------------------------------------------------------------------
@@ -185,24 +187,32 @@ def mean_reversion_short(bars: Bars, p: Mapping[str, float]) -> np.ndarray:
 _TREND = {"fast": 20, "slow": 50}
 
 
+def _trend_continuation(bars: Bars, p: Mapping[str, float], side: int) -> np.ndarray:
+    fast, slow = ind.ema(bars.close, _int(p, "fast")), ind.ema(bars.close, _int(p, "slow"))
+    previous_slow = np.concatenate(([np.nan], slow[:-1]))
+    pullback_end = bars.low if side == LONG else bars.high  # the end of the bar that reaches back
+    with np.errstate(invalid="ignore"):
+        return (
+            (side * (fast - slow) > 0)
+            & (side * (slow - previous_slow) > 0)
+            & (side * (fast - pullback_end) >= 0)
+            & (side * (bars.close - fast) > 0)
+            & (side * (bars.close - bars.open) > 0)
+        )
+
+
 @detector("trend_continuation_long", side=LONG, defaults=_TREND, history=lambda p: 2 * _int(p, "slow"))
 def trend_continuation_long(bars: Bars, p: Mapping[str, float]) -> np.ndarray:
     """Uptrend (fast EMA above slow EMA, slow EMA rising) and a pullback bar: its low touches the
     fast EMA, it closes above the fast EMA and above its open."""
-    fast, slow = ind.ema(bars.close, _int(p, "fast")), ind.ema(bars.close, _int(p, "slow"))
-    rising = slow > np.concatenate(([np.nan], slow[:-1]))
-    with np.errstate(invalid="ignore"):
-        return (fast > slow) & rising & (bars.low <= fast) & (bars.close > fast) & (bars.close > bars.open)
+    return _trend_continuation(bars, p, LONG)
 
 
 @detector("trend_continuation_short", side=SHORT, defaults=_TREND, history=lambda p: 2 * _int(p, "slow"))
 def trend_continuation_short(bars: Bars, p: Mapping[str, float]) -> np.ndarray:
     """Downtrend (fast EMA below slow EMA, slow EMA falling) and a pullback bar: its high touches
     the fast EMA, it closes below the fast EMA and below its open."""
-    fast, slow = ind.ema(bars.close, _int(p, "fast")), ind.ema(bars.close, _int(p, "slow"))
-    falling = slow < np.concatenate(([np.nan], slow[:-1]))
-    with np.errstate(invalid="ignore"):
-        return (fast < slow) & falling & (bars.high >= fast) & (bars.close < fast) & (bars.close < bars.open)
+    return _trend_continuation(bars, p, SHORT)
 
 
 # ---- opening drive ------------------------------------------------------------------------------
@@ -210,18 +220,17 @@ def trend_continuation_short(bars: Bars, p: Mapping[str, float]) -> np.ndarray:
 _DRIVE = {"drive_minutes": 30, "min_move_pct": 0.5, "close_position": 0.75}
 
 
-def _drive_bar(bars: Bars, drive_minutes: float) -> np.ndarray:
-    """The first bar of each session that ends at or after ``drive_minutes`` past the open."""
-    ends_after = bars.minutes + TIMEFRAME_MINUTES[bars.timeframe] >= drive_minutes
-    return _fresh(ends_after) | (ends_after & bars.session_first)
-
-
-def _opening_range(bars: Bars) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (
-        ind.session_first_value(bars.open, bars.session_first),
-        ind.session_cummax(bars.high, bars.session_first),
-        ind.session_cummin(bars.low, bars.session_first),
-    )
+def _opening_drive(bars: Bars, p: Mapping[str, float], side: int) -> np.ndarray:
+    session_open = ind.session_first_value(bars.open, bars.session_first)
+    high = ind.session_cummax(bars.high, bars.session_first)
+    low = ind.session_cummin(bars.low, bars.session_first)
+    origin = low if side == LONG else high  # the end of the range the drive moves away from
+    ends_after = bars.minutes + TIMEFRAME_MINUTES[bars.timeframe] >= p["drive_minutes"]
+    drive_bar = _fresh(ends_after) | (ends_after & bars.session_first)  # the first bar ending after it
+    with np.errstate(invalid="ignore"):
+        moved = side * (bars.close - session_open * (1 + side * p["min_move_pct"] / 100)) >= 0
+        placed = side * (bars.close - origin) >= p["close_position"] * (high - low)
+    return drive_bar & moved & placed & ~bars.session_last
 
 
 @detector("opening_drive_bullish", side=LONG, defaults=_DRIVE, history=lambda p: 1, intraday=True)
@@ -229,12 +238,7 @@ def opening_drive_bullish(bars: Bars, p: Mapping[str, float]) -> np.ndarray:
     """At the bar that completes the first `drive_minutes` of the session: the close is at least
     `min_move_pct` % above the session's open and in the top of the range so far (at or above
     `close_position` of the way from its low to its high); and that bar is not the session's last."""
-    session_open, high, low = _opening_range(bars)
-    with np.errstate(invalid="ignore"):
-        strong = (bars.close >= session_open * (1 + p["min_move_pct"] / 100)) & (
-            bars.close >= low + p["close_position"] * (high - low)
-        )
-    return _drive_bar(bars, p["drive_minutes"]) & strong & ~bars.session_last
+    return _opening_drive(bars, p, LONG)
 
 
 @detector("opening_drive_bearish", side=SHORT, defaults=_DRIVE, history=lambda p: 1, intraday=True)
@@ -242,12 +246,7 @@ def opening_drive_bearish(bars: Bars, p: Mapping[str, float]) -> np.ndarray:
     """At the bar that completes the first `drive_minutes` of the session: the close is at least
     `min_move_pct` % below the session's open and in the bottom of the range so far (at or below
     `1 - close_position` of the way from its low to its high); and that bar is not the session's last."""
-    session_open, high, low = _opening_range(bars)
-    with np.errstate(invalid="ignore"):
-        weak = (bars.close <= session_open * (1 - p["min_move_pct"] / 100)) & (
-            bars.close <= high - p["close_position"] * (high - low)
-        )
-    return _drive_bar(bars, p["drive_minutes"]) & weak & ~bars.session_last
+    return _opening_drive(bars, p, SHORT)
 
 
 # ---- power-hour reversal ------------------------------------------------------------------------
@@ -255,12 +254,26 @@ def opening_drive_bearish(bars: Bars, p: Mapping[str, float]) -> np.ndarray:
 _POWER_HOUR = {"window_minutes": 60, "min_move_pct": 0.5}
 
 
-def _first_per_session(condition: np.ndarray, bars: Bars) -> np.ndarray:
-    """Keep only the first true bar of each session."""
-    seen_before = ind.session_cummax(condition.astype(np.int8), bars.session_first)
+def _power_hour_reversal(bars: Bars, p: Mapping[str, float], side: int) -> np.ndarray:
+    session_open = ind.session_first_value(bars.open, bars.session_first)
+    if side == LONG:  # the day's extreme against the trade, and the bar ends either side of it
+        extreme, near, far = ind.session_cummin(bars.low, bars.session_first), bars.low, bars.high
+    else:
+        extreme, near, far = ind.session_cummax(bars.high, bars.session_first), bars.high, bars.low
+    previous_near, previous_far = np.roll(near, 1), np.roll(far, 1)  # wrap masked by ~session_first
+    with np.errstate(invalid="ignore"):
+        reversal = (
+            (bars.minutes_to_close < p["window_minutes"])
+            & ~bars.session_first
+            & ~bars.session_last
+            & (side * (session_open * (1 - side * p["min_move_pct"] / 100) - extreme) >= 0)
+            & (side * (extreme - previous_near) >= 0)
+            & (side * (bars.close - previous_far) > 0)
+        )
+    seen_before = ind.session_cummax(reversal.astype(np.int8), bars.session_first)
     earlier = np.concatenate(([0], seen_before[:-1]))
     earlier[bars.session_first] = 0
-    return condition & (earlier == 0)
+    return reversal & (earlier == 0)  # the first per session
 
 
 @detector("power_hour_reversal_bullish", side=LONG, defaults=_POWER_HOUR, history=lambda p: 2, intraday=True)
@@ -269,20 +282,7 @@ def power_hour_reversal_bullish(bars: Bars, p: Mapping[str, float]) -> np.ndarra
     from the open (the session's low so far that far below it): the previous bar printed the
     session's low and this bar closes above the previous bar's high. First such bar per session,
     never the session's last bar."""
-    session_open = ind.session_first_value(bars.open, bars.session_first)
-    low_so_far = ind.session_cummin(bars.low, bars.session_first)
-    prev_low, prev_high = np.roll(bars.low, 1), np.roll(bars.high, 1)
-    in_window = bars.minutes_to_close < p["window_minutes"]
-    with np.errstate(invalid="ignore"):
-        reversal = (
-            in_window
-            & ~bars.session_first
-            & ~bars.session_last
-            & (low_so_far <= session_open * (1 - p["min_move_pct"] / 100))
-            & (prev_low <= low_so_far)
-            & (bars.close > prev_high)
-        )
-    return _first_per_session(reversal, bars)
+    return _power_hour_reversal(bars, p, LONG)
 
 
 @detector("power_hour_reversal_bearish", side=SHORT, defaults=_POWER_HOUR, history=lambda p: 2, intraday=True)
@@ -291,20 +291,7 @@ def power_hour_reversal_bearish(bars: Bars, p: Mapping[str, float]) -> np.ndarra
     the open (the session's high so far that far above it): the previous bar printed the session's
     high and this bar closes below the previous bar's low. First such bar per session, never the
     session's last bar."""
-    session_open = ind.session_first_value(bars.open, bars.session_first)
-    high_so_far = ind.session_cummax(bars.high, bars.session_first)
-    prev_low, prev_high = np.roll(bars.low, 1), np.roll(bars.high, 1)
-    in_window = bars.minutes_to_close < p["window_minutes"]
-    with np.errstate(invalid="ignore"):
-        reversal = (
-            in_window
-            & ~bars.session_first
-            & ~bars.session_last
-            & (high_so_far >= session_open * (1 + p["min_move_pct"] / 100))
-            & (prev_high >= high_so_far)
-            & (bars.close < prev_low)
-        )
-    return _first_per_session(reversal, bars)
+    return _power_hour_reversal(bars, p, SHORT)
 
 
 # ---- index mean reversion -----------------------------------------------------------------------
@@ -312,34 +299,41 @@ def power_hour_reversal_bearish(bars: Bars, p: Mapping[str, float]) -> np.ndarra
 _INDEX_REVERSION = {"rsi_period": 2, "oversold": 10, "overbought": 90, "trend": 100}
 
 
+def _index_history(p: Mapping[str, float]) -> int:
+    return max(_int(p, "trend"), _int(p, "rsi_period") + 1)
+
+
+def _index_mean_reversion(bars: Bars, p: Mapping[str, float], side: int) -> np.ndarray:
+    rsi, trend = ind.rsi(bars.close, _int(p, "rsi_period")), ind.sma(bars.close, _int(p, "trend"))
+    with np.errstate(invalid="ignore"):
+        stretched = rsi <= p["oversold"] if side == LONG else rsi >= p["overbought"]
+        return _fresh(stretched) & (side * (bars.close - trend) > 0)
+
+
 @detector(
     "index_mean_reversion_long",
     side=LONG,
     defaults=_INDEX_REVERSION,
-    history=lambda p: max(_int(p, "trend"), _int(p, "rsi_period") + 1),
+    history=_index_history,
     asset_classes=INDICES,
 )
 def index_mean_reversion_long(bars: Bars, p: Mapping[str, float]) -> np.ndarray:
     """An index in an uptrend (close above its `trend`-bar average) whose `rsi_period` RSI falls to
     `oversold` or below, from above it on the previous bar."""
-    rsi, trend = ind.rsi(bars.close, _int(p, "rsi_period")), ind.sma(bars.close, _int(p, "trend"))
-    with np.errstate(invalid="ignore"):
-        return _fresh(rsi <= p["oversold"]) & (bars.close > trend)
+    return _index_mean_reversion(bars, p, LONG)
 
 
 @detector(
     "index_mean_reversion_short",
     side=SHORT,
     defaults=_INDEX_REVERSION,
-    history=lambda p: max(_int(p, "trend"), _int(p, "rsi_period") + 1),
+    history=_index_history,
     asset_classes=INDICES,
 )
 def index_mean_reversion_short(bars: Bars, p: Mapping[str, float]) -> np.ndarray:
     """An index in a downtrend (close below its `trend`-bar average) whose `rsi_period` RSI rises to
     `overbought` or above, from below it on the previous bar."""
-    rsi, trend = ind.rsi(bars.close, _int(p, "rsi_period")), ind.sma(bars.close, _int(p, "trend"))
-    with np.errstate(invalid="ignore"):
-        return _fresh(rsi >= p["overbought"]) & (bars.close < trend)
+    return _index_mean_reversion(bars, p, SHORT)
 
 
 # ---- end of day ---------------------------------------------------------------------------------
