@@ -20,10 +20,8 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 demo: $(STAMP)
 	$(BIN)/python -m sandbox.demo
 
-## Run the whole test suite (unit, integration against real servers on loopback, DAG runs).
-test: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff check --select AIR3 dags
+## Run the whole test suite: lint, types, import layers, then unit, integration (real servers on loopback) and DAG runs.
+test: lint
 	$(BIN)/pytest
 
 ## The Airflow UI locally: airflow standalone with the project's DAGs and airflow_settings.yaml.
@@ -34,15 +32,18 @@ ui: $(STAMP)
 test-browser: $(STAMP)
 	@test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 	$(BIN)/pip install --quiet -r requirements-browser.txt -c constraints.txt
-	$(BIN)/pytest -m browser tests/browser
+	$(BIN)/pytest -m browser
 
 ## Airflow's components as processes, two Celery workers, the machine's PostgreSQL and Redis.
 test-distributed: $(STAMP)
-	$(BIN)/pytest -m distributed tests/distributed
+	$(BIN)/pytest -m distributed
 
+## ruff (with AIR3 on the DAGs and the complexity cap), mypy (strict), import-linter (layers).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff check --select AIR3 dags
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## Benchmarks, each side by side with its baseline in the same run.
 bench: $(STAMP)

@@ -5,8 +5,8 @@
 Loads (once, then reuses) 50 synthetic symbols x the 252 XNYS sessions of 2024: 40 liquid (bars in
 most extended-hours minutes) and 10 thin, plus their daily bars, about 10M rows. Then, side by side:
 
-* project: ``gap_ledger.evaluate`` (the one-pass count over the primary key, the vendor-empty
-  lookup and the classification of all 25,200 cells), and its EXPLAIN ANALYZE;
+* project: ``marketbars.pipelines.gaps.tasks.evaluate`` (the one-pass count over the primary key,
+  the vendor-empty lookup and the classification of all 25,200 cells), and its EXPLAIN ANALYZE;
 * baseline: one ``count(*)`` query per cell (symbol x timeframe x session), as a naive check would.
 
 Target: the detection under 5 s, planned on the primary key.
@@ -30,11 +30,14 @@ SYMBOLS = [f"LQ{i:02d}" for i in range(40)] + [f"TH{i:02d}" for i in range(10)]
 
 
 def _load(conn, sessions) -> int:
-    from marketbars import warehouse
-    from marketbars.trading_calendar import NEW_YORK
+    from marketbars.market.bars import BAR_SCHEMA
+    from marketbars.market.calendar import NEW_YORK
+    from marketbars.warehouse import partitions
+    from marketbars.warehouse.bars import COPY_SCHEMA, copy_rows
+    from marketbars.warehouse.copy import copy_in
 
     rng = np.random.default_rng(7)
-    warehouse.ensure_partitions(conn, sessions[0], sessions[-1])
+    partitions.ensure_partitions(conn, sessions[0], sessions[-1])
     liquidity = np.array([0.97] * 40 + [0.04] * 10)
     with conn.transaction(), conn.cursor() as cur:
         for day in sessions:
@@ -73,11 +76,11 @@ def _load(conn, sessions) -> int:
                 }
             )
             for table, tf in ((minutes, "1m"), (daily, "1d")):
-                warehouse._copy_batches(
+                copy_in(
                     cur,
                     sql.SQL("market.historical_bars"),
-                    warehouse.COPY_SCHEMA,
-                    warehouse._with_constants(table.cast(warehouse.BAR_SCHEMA), tf, "flatfile"),
+                    COPY_SCHEMA,
+                    copy_rows(table.cast(BAR_SCHEMA), tf, "flatfile"),
                 )
     conn.execute("VACUUM (ANALYZE) market.historical_bars")
     (rows,) = conn.execute("SELECT count(*) FROM market.historical_bars").fetchone()
@@ -104,7 +107,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
 
-    from marketbars import gap_ledger, gaps, trading_calendar, warehouse
+    from marketbars.market import calendar
+    from marketbars.pipelines.gaps import rules, tasks
+    from marketbars.warehouse import migrations
     from sandbox.services import start_postgres
 
     server = start_postgres(ROOT / ".sandbox" / "pg")
@@ -113,26 +118,26 @@ def main() -> None:
         exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = 'bench_gaps'").fetchone()
     if not exists:
         server.create_database("bench_gaps")
-    days = trading_calendar.sessions_between(*YEAR)
-    sessions = [trading_calendar.session_hours(d) for d in days]
+    days = calendar.sessions_between(*YEAR)
+    sessions = [calendar.session_hours(d) for d in days]
     classes = dict.fromkeys(SYMBOLS, "stocks")
     with db.connect() as conn:
-        warehouse.migrate(conn)
+        migrations.migrate(conn)
         (rows,) = conn.execute("SELECT count(*) FROM market.historical_bars").fetchone()
         if rows == 0:
             print("loading 50 symbols x 252 sessions of minute and daily bars (once) ...", flush=True)
             started = time.perf_counter()
             rows = _load(conn, days)
             print(f"  {rows:,} rows in {time.perf_counter() - started:.0f} s", flush=True)
-        settings = gaps.Settings()
+        settings = rules.Settings()
         project = []
         for _ in range(args.runs):
             started = time.perf_counter()
-            cells = gap_ledger.evaluate(conn, classes, days, settings)
+            cells = tasks.evaluate(conn, classes, days, settings)
             project.append(time.perf_counter() - started)
         plan = _explain(conn, sessions)
         baseline = _baseline(conn, sessions)
-    states = {s: sum(1 for c in cells if c.state == s) for s in gaps.STATES}
+    states = {s: sum(1 for c in cells if c.state == s) for s in rules.STATES}
     median = statistics.median(project)
     print(
         f"\n{len(SYMBOLS)} symbols x {len(days)} sessions (2024) x 2 timeframes"
@@ -153,7 +158,7 @@ def main() -> None:
 
 
 def _explain(conn, sessions) -> list[str]:
-    from marketbars import gap_ledger
+    from marketbars.warehouse import gap_ledger
 
     args = gap_ledger.count_cells_args(SYMBOLS, sessions)
     return [r[0] for r in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + gap_ledger.COUNT_CELLS, args)]

@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     args = parser.parse_args()
 
-    from marketbars import warehouse
+    from marketbars.warehouse import migrations
     from sandbox import market
     from sandbox.rest_server import Faults, rest_server
     from sandbox.services import airflow_env, start_postgres
@@ -117,7 +117,7 @@ def main() -> None:
     os.environ.update(airflow_env(Path(tempfile.mkdtemp(prefix="bench-airflow-")), ROOT))
     db = start_postgres(ROOT / ".sandbox" / "pg").create_database("bench_rest")
     with db.connect() as conn:
-        warehouse.migrate(conn)
+        migrations.migrate(conn)
     base = {s: sum(market.rest_results(s, "1m", d)[1] for d in SESSIONS) for s in SYMBOLS}
     minimum = sum(math.ceil(b / 50_000) for b in base.values()) / len(SYMBOLS)
     results = {}

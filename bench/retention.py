@@ -6,10 +6,12 @@ Fills two monthly partitions of ``market.historical_bars`` with the same synthet
 (``--rows`` each, generated server-side; about 4 minutes and 11 GB of disk for the default 40M),
 then, side by side:
 
-* project: ``maintenance.drop_partition``, what ``weekly_cleanup`` runs for a month wholly
-  before the cutoff, timed in its two steps: the detach (re-check against the cutoff, ``DETACH
-  PARTITION ... CONCURRENTLY``: the month is gone from every query) and the ``DROP TABLE`` of the
-  detached table (its files go back to the filesystem);
+* project: what ``weekly_cleanup`` runs for a month wholly before the cutoff
+  (``marketbars.pipelines.cleanup.tasks.drop_partition``), timed in its two steps: the detach
+  (``partitions.bar_partitions`` and the re-check against the cutoff, then ``partitions.detach``:
+  ``DETACH PARTITION ... CONCURRENTLY``, the month is gone from every query) and
+  ``partitions.drop_detached``, the ``DROP TABLE`` of the detached table (its files go back to the
+  filesystem);
 * the filesystem's own floor for that second step: ``rm`` of a file of the partition's size on
   the same filesystem (on a filesystem mounted with ``discard`` freeing blocks is not free);
 * baseline: ``DELETE FROM market.historical_bars WHERE ts >= <month start> AND ts < <month end>``
@@ -25,6 +27,10 @@ import argparse
 import datetime as dt
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from marketbars.warehouse.partitions import Partition
 
 ROOT = Path(__file__).resolve().parents[1]
 DROPPED, DELETED = (2023, 1), (2023, 5)  # both 31 days, no DST change: equal row counts
@@ -39,7 +45,7 @@ FROM generate_series(1, %(symbols)s) AS s, generate_series(0, %(minutes)s - 1) A
 
 
 def _month(year: int, month: int) -> tuple[dt.datetime, dt.datetime, str]:
-    from marketbars.retention import month_bounds
+    from marketbars.warehouse.partitions import month_bounds
 
     name = f"historical_bars_{year}_{month:02d}"
     start, end = month_bounds(name)
@@ -49,11 +55,11 @@ def _month(year: int, month: int) -> tuple[dt.datetime, dt.datetime, str]:
 def _fill(conn, year: int, month: int, rows: int) -> int:
     from psycopg import sql
 
-    from marketbars import warehouse
+    from marketbars.warehouse import partitions
 
     start, end, name = _month(year, month)
     mid_month = start.date() + dt.timedelta(days=10)
-    warehouse.ensure_partitions(conn, mid_month, mid_month)
+    partitions.ensure_partitions(conn, mid_month, mid_month)
     minutes = int((end - start).total_seconds() // 60)
     symbols = max(1, round(rows / minutes))
     conn.execute(
@@ -72,26 +78,26 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=40_000_000, help="rows in each month")
     args = parser.parse_args()
 
-    from marketbars import maintenance, warehouse
+    from marketbars.warehouse import migrations, partitions
     from sandbox.services import start_postgres
 
     server = start_postgres(ROOT / ".sandbox" / "pg")
     db = server.create_database("bench_retention")  # fresh: the bench destroys what it measures
     with db.connect() as conn:
-        warehouse.migrate(conn)
+        migrations.migrate(conn)
         print(f"filling two months with {args.rows:,} minute bars each (server-side) ...", flush=True)
         started = time.perf_counter()
         counts = {ym: _fill(conn, *ym, args.rows) for ym in (DROPPED, DELETED)}
         print(f"  {sum(counts.values()):,} rows in {time.perf_counter() - started:.0f} s", flush=True)
 
         start, end, name = _month(*DROPPED)
-        size = {p.name: p.bytes for p in maintenance.bar_partitions(conn)[0]}[name]
+        size = {p.name: p.bytes for p in partitions.bar_partitions(conn)[0]}[name]
         conn.execute("CHECKPOINT")  # the fill's dirty pages are not the drop's cost
         started = time.perf_counter()
-        partition = maintenance.detach_partition(conn, name, end)
+        partition = _detach(conn, name, end)
         detached = time.perf_counter()
-        assert partition is not None and partition.bytes == size
-        maintenance.drop_detached(conn, partition)
+        assert partition.bytes == size
+        partitions.drop_detached(conn, partition)
         finished = time.perf_counter()
         detach_s, drop_s = detached - started, finished - detached
         project = finished - started
@@ -128,6 +134,20 @@ def main() -> None:
         f"  {'MET ' if project < TARGET_S else 'MISS'}  a month dropped, its space returned, in under"
         f" {TARGET_S:.0f} s (the filesystem alone takes {floor:.2f} s to free that much here)"
     )
+
+
+def _detach(conn, name: str, before: dt.datetime) -> Partition:
+    """The first step of ``marketbars.pipelines.cleanup.tasks.drop_partition``: the partition
+    re-checked against the cutoff (wholly before it), then detached; the Partition detached."""
+    from marketbars.pipelines.cleanup import rules
+    from marketbars.warehouse import partitions
+
+    current, _ = partitions.bar_partitions(conn)
+    droppable = {p.name: p for p in rules.plan_partitions(current, before).drop}
+    if name not in droppable:
+        raise ValueError(f"market.{name} is not entirely before {before.isoformat()}: not dropped")
+    partitions.detach(conn, droppable[name])
+    return droppable[name]
 
 
 def _rm_seconds(folder: Path, size: int) -> float:

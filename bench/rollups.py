@@ -5,11 +5,11 @@
 Loads (once, then reuses) one synthetic full-universe stock minute day in the vendor's format
 (~1.8M bars, ~8,000 tickers) into the embedded PostgreSQL (or MARKETBARS_PG_URL), then, side by side:
 
-* project: ``warehouse.rebuild_rollups`` for every ticker of the session, what the load operator
-  runs after a minute file: the regular-session 1m bars streamed out as CSV into Arrow, rolled up
-  with numpy and COPYed, one transaction. Twice: the first build (no derived bars yet: the
-  derived bars are deleted and VACUUMed before each run, outside the clock), and a rebuild over
-  unchanged minutes (the merge finds nothing to rewrite);
+* project: ``marketbars.warehouse.rollup_rebuilds.rebuild_rollups`` for every ticker of the session,
+  what the load operator runs after a minute file: the regular-session 1m bars streamed out as CSV
+  into Arrow, rolled up with numpy and COPYed, one transaction. Twice: the first build (no derived
+  bars yet: the derived bars are deleted and VACUUMed before each run, outside the clock), and a
+  rebuild over unchanged minutes (the merge finds nothing to rewrite);
 * baseline: a naive per-symbol SQL loop: for each ticker one ``INSERT ... SELECT date_bin(...)``
   with ordered aggregates for the four timeframes, ``ON CONFLICT DO UPDATE``;
 * baseline, set-based: the same statement once for every ticker (what a careful SQL-only
@@ -58,21 +58,22 @@ WHERE timeframe IN ('5m', '15m', '1h', '4h')"""
 def _load_day(conn, server_dir: Path, rows: int) -> int:
     import datetime as dt
 
-    from marketbars import warehouse
-    from marketbars.parsing import FlatFileReader
+    from marketbars.market.provenance import FileVersion
+    from marketbars.massive.csv_reader import FlatFileReader
+    from marketbars.warehouse import file_loads, partitions
     from sandbox import market
 
     session = dt.date.fromisoformat(SESSION_TEXT)
     body, _ = market.full_universe_minute_file(session, target_rows=rows)
     path = server_dir / f"rollup-bench-{session}-{rows}.csv.gz"
     path.write_bytes(body)
-    version = warehouse.FlatFileVersion(
+    version = FileVersion(
         "stocks", "1m", session, f"us_stocks_sip/minute_aggs_v1/2024/03/{session}.csv.gz",
         hashlib.md5(body).hexdigest(), len(body),
     )  # fmt: skip
-    warehouse.ensure_partitions(conn, session, session)
+    partitions.ensure_partitions(conn, session, session)
     reader = FlatFileReader(path, dataset="stocks", timeframe="1m", session=session, symbols=["*"])
-    counts = warehouse.replace_session(conn, version, ["*"], reader)
+    counts = file_loads.replace_session(conn, version, ["*"], reader)
     path.unlink()
     conn.execute("VACUUM (ANALYZE) market.historical_bars")
     return counts.rows_loaded
@@ -113,11 +114,12 @@ def main() -> None:
 
     import datetime as dt
 
-    from marketbars import trading_calendar, warehouse
+    from marketbars.market import calendar
+    from marketbars.warehouse import migrations, rollup_rebuilds
     from sandbox.services import start_postgres
 
     session = dt.date.fromisoformat(SESSION_TEXT)
-    hours = trading_calendar.session_hours(session)
+    hours = calendar.session_hours(session)
     work = ROOT / ".sandbox"
     work.mkdir(exist_ok=True)
     server = start_postgres(work / "pg")
@@ -127,7 +129,7 @@ def main() -> None:
     if not exists:
         server.create_database(name)
     with server.with_database(name).connect() as conn:
-        warehouse.migrate(conn)
+        migrations.migrate(conn)
         (minutes,) = conn.execute(
             "SELECT count(*) FROM market.historical_bars WHERE timeframe = '1m'"
         ).fetchone()
@@ -139,10 +141,10 @@ def main() -> None:
             conn.execute("DELETE FROM market.historical_bars WHERE source = 'rollup'")
             conn.execute("VACUUM (ANALYZE) market.historical_bars")
             started = time.perf_counter()
-            counts = warehouse.rebuild_rollups(conn, "stocks", session, ["*"])
+            counts = rollup_rebuilds.rebuild_rollups(conn, "stocks", session, ["*"])
             project.append(time.perf_counter() - started)
             started = time.perf_counter()
-            again = warehouse.rebuild_rollups(conn, "stocks", session, ["*"])
+            again = rollup_rebuilds.rebuild_rollups(conn, "stocks", session, ["*"])
             rebuild.append(time.perf_counter() - started)
             assert again.replaced == 0 and again.derived_bars == counts.derived_bars
         ours = set(conn.execute(SNAPSHOT_SQL))
@@ -152,7 +154,7 @@ def main() -> None:
         theirs = set(conn.execute(SNAPSHOT_SQL))
         set_based = _baseline_set_based(conn, hours)
         same_set = set(conn.execute(SNAPSHOT_SQL)) == ours
-        warehouse.rebuild_rollups(conn, "stocks", session, ["*"])  # leave the project's bars in place
+        rollup_rebuilds.rebuild_rollups(conn, "stocks", session, ["*"])  # leave the project's bars in place
 
     median, rebuilt = statistics.median(project), statistics.median(rebuild)
     derived = sum(counts.derived_bars.values())

@@ -32,14 +32,12 @@ Connection: `market_db`.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from airflow.sdk import DAG, Param, get_current_context, task
 
-from marketbars.assets import HISTORICAL_BARS
-from marketbars.dag_defaults import DEFAULT_ARGS, MAX_CONSECUTIVE_FAILED_RUNS
-from marketbars.notifications import DagRunFailureNotifier
+from marketbars.pipelines.common.assets import HISTORICAL_BARS
+from marketbars.pipelines.common.dag_defaults import dag_header, symbols_param
 
 
 def _number(default: float, title: str, description: str, **limits: Any) -> Param:
@@ -50,12 +48,7 @@ with DAG(
     dag_id="backtest_run",
     description="Backtest the setup detectors on the warehouse: statistics, trades, equity curves, ranking",
     schedule=[HISTORICAL_BARS],
-    start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
-    catchup=False,
     max_active_runs=2,
-    max_consecutive_failed_dag_runs=MAX_CONSECUTIVE_FAILED_RUNS,
-    on_failure_callback=DagRunFailureNotifier(pause_after=MAX_CONSECUTIVE_FAILED_RUNS),
-    default_args=DEFAULT_ARGS,
     doc_md=__doc__,
     tags=["market-data", "backtest"],
     params={
@@ -81,14 +74,7 @@ with DAG(
             title="Lookback (calendar days)",
             description="Window when start_date is empty (runs after fresh data use it).",
         ),
-        "symbols": Param(
-            [],
-            type="array",
-            items={"type": "string", "minLength": 1, "maxLength": 32},
-            uniqueItems=True,
-            title="Symbols",
-            description="Tickers (AAPL, I:SPX). Empty: the active watchlist's stocks and indices.",
-        ),
+        "symbols": symbols_param("Tickers (AAPL, I:SPX). Empty: the active watchlist's stocks and indices."),
         "detectors": Param(
             [],
             type="array",
@@ -126,21 +112,22 @@ with DAG(
         "min_profit_factor": _number(1.2, "Flag below this profit factor", "", minimum=0),
         "min_expectancy_r": _number(0.0, "Flag below this expectancy (R)", ""),
     },
+    **dag_header(scheduled=True),
 ) as dag:
 
     @task
     def plan(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, str]]:
         """Validate, record the run, one work item per detector."""
-        from marketbars.backtest_tasks import plan
+        from marketbars.pipelines.backtest.tasks import plan
 
         return plan(params, dag_run)
 
     @task(map_index_template="{{ detector_label }}", max_active_tis_per_dagrun=2)
     def run_detector(detector: str, dag_run: Any = None) -> dict[str, Any]:
         """One detector over every symbol: trades, metrics, equity curve."""
-        from marketbars.backtest_tasks import run_detector
+        from marketbars.pipelines.backtest.tasks import run_detector
 
-        get_current_context()["detector_label"] = detector  # type: ignore[literal-required]
+        get_current_context()["detector_label"] = detector  # type: ignore[typeddict-unknown-key]  # our own key
         return run_detector(detector, dag_run.run_id)
 
     @task(trigger_rule="all_done")
@@ -148,8 +135,8 @@ with DAG(
         params: dict[str, Any], planned: Any = None, results: Any = None, dag_run: Any = None
     ) -> dict[str, Any]:
         """Summary, CSVs, ranking and flags; fails when a detector has no results."""
-        from marketbars.backtest_tasks import report_and_rank
-        from marketbars.mapped import outputs
+        from marketbars.pipelines.backtest.tasks import report_and_rank
+        from marketbars.pipelines.common.mapping import outputs
 
         return report_and_rank(params, dag_run.run_id, planned, outputs(results, each=dict))
 

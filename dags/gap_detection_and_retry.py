@@ -35,26 +35,20 @@ Connections: `market_db`, `massive_s3` (optional), `massive_api`. Pool: `massive
 
 from __future__ import annotations
 
-import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from airflow.sdk import DAG, Param, task
 
-from marketbars.assets import HISTORICAL_BARS
-from marketbars.dag_defaults import DEFAULT_ARGS, MAX_CONSECUTIVE_FAILED_RUNS
-from marketbars.dag_parts import flatfile_loads, rest_fills
-from marketbars.notifications import DagRunFailureNotifier
+from marketbars.pipelines.common.assets import HISTORICAL_BARS
+from marketbars.pipelines.common.dag_defaults import dag_header, symbols_param
+from marketbars.pipelines.common.flatfile_tasks import flatfile_loads, rest_fills
 
 with DAG(
     dag_id="gap_detection_and_retry",
     description="Completeness against the XNYS calendar: find gaps, retry them, report, alert",
     schedule=[HISTORICAL_BARS],
-    start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
-    catchup=False,
     max_active_runs=1,
-    max_consecutive_failed_dag_runs=MAX_CONSECUTIVE_FAILED_RUNS,
-    on_failure_callback=DagRunFailureNotifier(pause_after=MAX_CONSECUTIVE_FAILED_RUNS),
-    default_args=DEFAULT_ARGS,
     doc_md=__doc__,
     tags=["market-data", "gaps", "quality"],
     params={
@@ -66,31 +60,27 @@ with DAG(
             title="Lookback (calendar days)",
             description="Check the trading sessions of the last this many days, ending at the run's date.",
         ),
-        "symbols": Param(
-            [],
-            type="array",
-            items={"type": "string", "minLength": 1, "maxLength": 32},
-            uniqueItems=True,
-            title="Symbols",
-            description="Vendor tickers to check (AAPL, I:SPX, O:...). Empty: the active watchlist.",
+        "symbols": symbols_param(
+            "Vendor tickers to check (AAPL, I:SPX, O:...). Empty: the active watchlist."
         ),
     },
+    **dag_header(scheduled=True),
 ) as dag:
 
     @task
-    def detect_gaps(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+    def detect_gaps(params: dict[str, Any], dag_run: Any = None) -> Mapping[str, Any]:
         """Classify every cell, open and close gaps, route the due retries."""
-        from marketbars.gap_tasks import detect
+        from marketbars.pipelines.gaps.tasks import detect
 
         return detect(params, dag_run)
 
     @task
-    def flatfile_work(plan: dict[str, Any]) -> list[dict[str, Any]]:
-        return plan["flatfile"]
+    def flatfile_work(plan: Mapping[str, Any]) -> list[Any]:
+        return list(plan["flatfile"])
 
     @task
-    def rest_work(plan: dict[str, Any]) -> list[dict[str, Any]]:
-        return plan["rest"]
+    def rest_work(plan: Mapping[str, Any]) -> list[Any]:
+        return list(plan["rest"])
 
     @task(trigger_rule="all_done")
     def verify_and_report(
@@ -99,14 +89,14 @@ with DAG(
         fills: list[dict[str, Any]] | None,
     ) -> dict[str, Any]:
         """Settle the retried gaps, write the report, alert on aging gaps."""
-        from marketbars.gap_tasks import verify
+        from marketbars.pipelines.gaps.tasks import verify
 
         return verify(plan, loads, fills)
 
     @task
     def rebuild_pending_rollups(params: dict[str, Any], dag_run: Any = None) -> dict[str, int]:
         """Derived bars of 1m writes whose rebuild never ran."""
-        from marketbars.gap_tasks import rebuild_pending_rollups
+        from marketbars.pipelines.gaps.tasks import rebuild_pending_rollups
 
         return rebuild_pending_rollups(params, dag_run)
 

@@ -30,33 +30,21 @@ Variables: `massive_flatfiles_bucket` (default `flatfiles`), `massive_download_d
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
-from airflow.sdk import DAG, Param, task, task_group
+from airflow.sdk import DAG, Param, task
 
-from marketbars.assets import HISTORICAL_BARS
-from marketbars.dag_defaults import BUCKET_TEMPLATE, DEFAULT_ARGS, DOWNLOAD_DIR_TEMPLATE
-from marketbars.flatfiles import DATASETS, TIMEFRAMES
-from marketbars.operators.flatfile_download import FlatFileDownloadOperator
-from marketbars.operators.flatfile_load import FlatFileLoadOperator
-
-SESSION_LABEL = (
-    "{{ task.sessions[0] if task.sessions | length == 1 else task.sessions[0] ~ '..' ~ task.sessions[-1] }}"
-)
-FILES_LABEL = (
-    "{{ task.files[0]['session'] if task.files | length == 1 "
-    "else task.files[0]['session'] ~ '..' ~ task.files[-1]['session'] }}"
-)
+from marketbars.market.symbols import ASSET_CLASSES
+from marketbars.market.timeframes import SOURCE_TIMEFRAMES
+from marketbars.pipelines.common.assets import HISTORICAL_BARS
+from marketbars.pipelines.common.dag_defaults import dag_header, symbols_param
+from marketbars.pipelines.common.flatfile_tasks import backfill_ingest
 
 with DAG(
     dag_id="historical_bulk_backfill",
     description="Load a date range of bars from Massive flat files into market.historical_bars",
     schedule=None,
-    start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
-    catchup=False,
     max_active_runs=4,
-    default_args=DEFAULT_ARGS,
     doc_md=__doc__,
     tags=["market-data", "flat-files", "backfill"],
     params={
@@ -66,102 +54,45 @@ with DAG(
         "end_date": Param(
             type="string", format="date", title="End date", description="Last session to load (inclusive)."
         ),
-        "dataset": Param("stocks", type="string", enum=list(DATASETS), description="Which flat files."),
+        "dataset": Param("stocks", type="string", enum=list(ASSET_CLASSES), description="Which flat files."),
         "timeframe": Param(
             "1m",
             type="string",
-            enum=list(TIMEFRAMES),
+            enum=list(SOURCE_TIMEFRAMES),
             description="1m = minute aggregates, 1d = day aggregates.",
         ),
-        "symbols": Param(
-            [],
-            type="array",
-            items={"type": "string", "minLength": 1, "maxLength": 32},
-            uniqueItems=True,
-            title="Symbols",
-            description='Vendor tickers (AAPL, I:SPX, O:...). Empty: the active watchlist. ["*"]: all.',
+        "symbols": symbols_param(
+            'Vendor tickers (AAPL, I:SPX, O:...). Empty: the active watchlist. ["*"]: all.'
         ),
     },
+    **dag_header(scheduled=False),
 ) as dag:
 
     @task
     def plan_sessions(params: dict[str, Any]) -> list[list[str]]:
         """Validate the trigger and list its trading sessions in batches (one mapped instance each)."""
-        from airflow.sdk.exceptions import AirflowFailException
+        from marketbars.pipelines.backfill.tasks import plan_sessions
 
-        from marketbars.backfill import parse_request, plan_batches
-
-        try:
-            return plan_batches(parse_request(params))
-        except ValueError as exc:
-            raise AirflowFailException(str(exc)) from exc
+        return plan_sessions(params)
 
     @task
     def prepare_warehouse(params: dict[str, Any]) -> list[str]:
         """Migrate the schema, create the range's partitions, resolve the symbol selection."""
-        from airflow.sdk.exceptions import AirflowFailException
+        from marketbars.pipelines.backfill.tasks import prepare_warehouse
 
-        from marketbars.backfill import parse_request, prepare_warehouse
-        from marketbars.hooks.warehouse import WarehouseHook
-
-        with WarehouseHook().connect() as conn:
-            try:
-                return prepare_warehouse(conn, parse_request(params))
-            except ValueError as exc:
-                raise AirflowFailException(str(exc)) from exc
-
-    @task_group(group_id="ingest")
-    def ingest(sessions: list[str], symbols: list[str]) -> FlatFileLoadOperator:
-        download = FlatFileDownloadOperator(
-            task_id="download",
-            dataset="{{ params.dataset }}",
-            timeframe="{{ params.timeframe }}",
-            sessions=sessions,
-            bucket=BUCKET_TEMPLATE,
-            download_dir=DOWNLOAD_DIR_TEMPLATE,
-            map_index_template=SESSION_LABEL,
-            max_active_tis_per_dagrun=4,
-        )
-        return FlatFileLoadOperator(
-            task_id="load",
-            dataset="{{ params.dataset }}",
-            timeframe="{{ params.timeframe }}",
-            files=download.output,
-            symbols=symbols,
-            bucket=BUCKET_TEMPLATE,
-            download_dir=DOWNLOAD_DIR_TEMPLATE,
-            map_index_template=FILES_LABEL,
-            max_active_tis_per_dagrun=2,  # COPY is bound by one PostgreSQL backend's CPU per load
-        )
+        return prepare_warehouse(params)
 
     @task(trigger_rule="all_done", outlets=[HISTORICAL_BARS])
     def summarize(
         results: list[list[dict[str, Any]]] | None, batches: list[list[str]] | None, symbols: list[str] | None
     ) -> dict[str, int]:
-        """Log rows per session and totals. Runs even after failures (it is the DAG's only leaf), so it
-        fails the run itself when planning or preparation failed or a planned session has no result."""
-        from airflow.sdk.exceptions import AirflowFailException
+        """Log rows per session and totals; fails the run when a planned session has no result."""
+        from marketbars.pipelines.backfill.tasks import summarize
 
-        from marketbars.backfill import summarize as build_summary
-        from marketbars.mapped import outputs
-
-        if batches is None or symbols is None:
-            raise AirflowFailException(
-                "the run failed before loading (see plan_sessions / prepare_warehouse)"
-            )
-        summary = build_summary(outputs(results, each=list), batches)
-        print("\n".join(summary.lines))
-        if summary.missing_sessions:
-            missing = summary.missing_sessions
-            raise AirflowFailException(f"{len(missing)} session(s) did not load: {', '.join(missing)}")
-        return {
-            "sessions": summary.sessions_done,
-            "rows_loaded": summary.rows_loaded,
-            "rows_quarantined": summary.rows_quarantined,
-        }
+        return summarize(results, batches, symbols)
 
     batches = plan_sessions()
     symbols = prepare_warehouse()
     batches >> symbols
-    loads = ingest.partial(symbols=symbols).expand(sessions=batches)
+    loads = backfill_ingest(batches, symbols)
     summarize(loads.output, batches, symbols)

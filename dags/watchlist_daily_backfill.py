@@ -33,32 +33,21 @@ Connections: `massive_s3` (optional), `massive_api`, `market_db`. Pool: `massive
 
 from __future__ import annotations
 
-import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
-from airflow.sdk import (
-    DAG,
-    CronTriggerTimetable,
-    Param,
-    task,
-)
+from airflow.sdk import DAG, CronTriggerTimetable, Param, task
 
-from marketbars.assets import HISTORICAL_BARS
-from marketbars.dag_defaults import DEFAULT_ARGS, MAX_CONSECUTIVE_FAILED_RUNS, daily_deadline
-from marketbars.dag_parts import flatfile_loads, rest_fills
-from marketbars.notifications import DagRunFailureNotifier
+from marketbars.pipelines.common.assets import HISTORICAL_BARS
+from marketbars.pipelines.common.dag_defaults import dag_header, daily_deadline
+from marketbars.pipelines.common.flatfile_tasks import flatfile_loads, rest_fills
 
 with DAG(
     dag_id="watchlist_daily_backfill",
     description="Refresh the watchlist's bars every trading day: flat files where published, REST otherwise",
     schedule=CronTriggerTimetable("15 20 * * 1-5", timezone="America/New_York"),
-    start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
-    catchup=False,
     max_active_runs=1,
-    max_consecutive_failed_dag_runs=MAX_CONSECUTIVE_FAILED_RUNS,
-    on_failure_callback=DagRunFailureNotifier(pause_after=MAX_CONSECUTIVE_FAILED_RUNS),
     deadline=daily_deadline(),
-    default_args=DEFAULT_ARGS,
     doc_md=__doc__,
     tags=["market-data", "flat-files", "rest", "daily"],
     params={
@@ -71,22 +60,23 @@ with DAG(
             description="How many trading sessions to refresh, ending at the run's date.",
         ),
     },
+    **dag_header(scheduled=True),
 ) as dag:
 
     @task
-    def plan(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+    def plan(params: dict[str, Any], dag_run: Any = None) -> Mapping[str, Any]:
         """Route the run's sessions and symbols to flat files or REST."""
-        from marketbars.daily_tasks import plan_for_run
+        from marketbars.pipelines.daily.tasks import plan
 
-        return plan_for_run(params, dag_run)
-
-    @task
-    def flatfile_work(routed: dict[str, Any]) -> list[dict[str, Any]]:
-        return routed["flatfile"]
+        return plan(params, dag_run)
 
     @task
-    def rest_work(routed: dict[str, Any]) -> list[dict[str, Any]]:
-        return routed["rest"]
+    def flatfile_work(routed: Mapping[str, Any]) -> list[Any]:
+        return list(routed["flatfile"])
+
+    @task
+    def rest_work(routed: Mapping[str, Any]) -> list[Any]:
+        return list(routed["rest"])
 
     @task(trigger_rule="all_done", outlets=[HISTORICAL_BARS])
     def summarize(
@@ -95,9 +85,9 @@ with DAG(
         fills: list[dict[str, Any]] | None,
     ) -> dict[str, Any]:
         """Per-symbol sessions and bars by source, and gaps; fails the run if planned work did not happen."""
-        from marketbars.daily_tasks import summarize_run
+        from marketbars.pipelines.daily.tasks import summarize
 
-        return summarize_run(routed, loads, fills)
+        return summarize(routed, loads, fills)
 
     routed = plan()
     loads = flatfile_loads(flatfile_work(routed))

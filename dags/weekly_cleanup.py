@@ -30,24 +30,17 @@ Connection: `market_db`.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from airflow.sdk import DAG, CronTriggerTimetable, Param, task
 
-from marketbars.dag_defaults import DEFAULT_ARGS, MAX_CONSECUTIVE_FAILED_RUNS
-from marketbars.notifications import DagRunFailureNotifier
+from marketbars.pipelines.common.dag_defaults import dag_header
 
 with DAG(
     dag_id="weekly_cleanup",
     description="Retention of bars by dropping old monthly partitions, ledger pruning, temp files, VACUUM",
     schedule=CronTriggerTimetable("0 3 * * 6", timezone="America/New_York"),
-    start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
-    catchup=False,
     max_active_runs=1,
-    max_consecutive_failed_dag_runs=MAX_CONSECUTIVE_FAILED_RUNS,
-    on_failure_callback=DagRunFailureNotifier(pause_after=MAX_CONSECUTIVE_FAILED_RUNS),
-    default_args=DEFAULT_ARGS,
     doc_md=__doc__,
     tags=["market-data", "maintenance"],
     params={
@@ -66,51 +59,52 @@ with DAG(
             description="Only report what would be removed.",
         ),
     },
+    **dag_header(scheduled=True),
 ) as dag:
 
     @task
     def plan_cleanup(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
         """The cutoff and what it removes."""
-        from marketbars.cleanup_tasks import plan
+        from marketbars.pipelines.cleanup.tasks import plan
 
         return plan(params, dag_run)
 
     @task
     def apply_retention(plan: dict[str, Any]) -> dict[str, Any]:
         """Drop old partitions, trim the straddling one."""
-        from marketbars import cleanup_tasks
+        from marketbars.pipelines.cleanup import tasks
 
-        return cleanup_tasks.apply_retention(plan)
+        return tasks.apply_retention(plan)
 
     @task
     def prune_ledgers(plan: dict[str, Any]) -> dict[str, int]:
         """Old quarantine and ledger rows, by their own settings."""
-        from marketbars import cleanup_tasks
+        from marketbars.pipelines.cleanup import tasks
 
-        return cleanup_tasks.prune_ledgers(plan)
+        return tasks.prune_ledgers(plan)
 
     @task
     def remove_temp_files(plan: dict[str, Any]) -> dict[str, int]:
         """Downloads older than 24 h."""
-        from marketbars import cleanup_tasks
+        from marketbars.pipelines.cleanup import tasks
 
-        return cleanup_tasks.remove_temp_files(plan)
+        return tasks.remove_temp_files(plan)
 
     @task
     def vacuum_analyze(plan: dict[str, Any], retention: dict[str, Any], pruned: dict[str, int]) -> list[str]:
         """VACUUM (ANALYZE) what changed."""
-        from marketbars import cleanup_tasks
+        from marketbars.pipelines.cleanup import tasks
 
-        return cleanup_tasks.vacuum(plan, retention, pruned)
+        return tasks.vacuum(plan, retention, pruned)
 
     @task
     def summarize(
         plan: dict[str, Any], retention: dict[str, Any], pruned: dict[str, int], files: dict[str, int]
     ) -> dict[str, Any]:
         """What was removed and the bytes freed."""
-        from marketbars import cleanup_tasks
+        from marketbars.pipelines.cleanup import tasks
 
-        return cleanup_tasks.summarize(plan, retention, pruned, files)
+        return tasks.summarize(plan, retention, pruned, files)
 
     planned = plan_cleanup()
     retained = apply_retention(planned)

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from marketbars.trading_calendar import NEW_YORK, sessions_between
+from marketbars.market.calendar import NEW_YORK, sessions_between
 from sandbox import market
 from sandbox.rest_server import rest_server
 from sandbox.services import Postgres, airflow_env, connection_env, s3_server, start_postgres
@@ -56,10 +56,10 @@ def _summary_lines(log_path: Path) -> list[str]:
 
 
 TASK_LOGGERS = (
-    "marketbars.daily_tasks",
-    "marketbars.gap_tasks",
-    "marketbars.cleanup_tasks",
-    "marketbars.backtest_tasks",
+    "marketbars.pipelines.daily.tasks",
+    "marketbars.pipelines.gaps.tasks",
+    "marketbars.pipelines.cleanup.tasks",
+    "marketbars.pipelines.backtest.tasks",
 )
 
 

@@ -17,16 +17,16 @@ import datetime as dt
 import gzip
 import hashlib
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
-from marketbars import trading_calendar
-from marketbars.flatfiles import HEADERS, object_key
-from marketbars.trading_calendar import NEW_YORK
+from marketbars.market import calendar
+from marketbars.market.calendar import NEW_YORK
+from marketbars.massive.flatfiles import HEADERS, object_key
 
 UNIVERSE_CSV = Path(__file__).resolve().parents[1] / "include" / "sample_market" / "universe.csv"
 FRACTIONAL_VOLUME_FROM = dt.date(2026, 1, 1)  # the vendor's files carry fractional volume from 2026
@@ -135,8 +135,8 @@ def _fmt_price(value: float) -> str:
 
 def _minute_grid(instrument: Instrument, day: dt.date) -> tuple[np.ndarray, np.ndarray]:
     """Bar start times (ns) and whether each is in the regular session, before sampling."""
-    if trading_calendar.is_session(day):
-        hours = trading_calendar.session_hours(day)
+    if calendar.is_session(day):
+        hours = calendar.session_hours(day)
         open_ns, close_ns = (int(t.timestamp()) * NS for t in (hours.open, hours.close))
         early = hours.early_close
     else:  # a weekday holiday: only the holiday indices print, on normal hours
@@ -201,7 +201,7 @@ def _daily_row(dataset: str, minute_rows: Sequence[_Row], day: dt.date) -> _Row:
     """The day bar of one ticker, aggregated from its minute bars, stamped 00:00 New York."""
     h = HEADERS[dataset]
     col = {name: [r.fields[h.index(name)] for r in minute_rows] for name in h}
-    stamp = str(int(trading_calendar.day_window(day)[0].timestamp()) * NS)
+    stamp = str(int(calendar.day_window(day)[0].timestamp()) * NS)
     ohlc = {
         "open": col["open"][0],
         "close": col["close"][-1],
@@ -222,8 +222,45 @@ def _default_pathologies(dataset: str, timeframe: str, day: dt.date) -> list[str
     return list(_rng(dataset, timeframe, day, "pathologies").choice(kinds, size=count, replace=False))
 
 
-def _inject(rows: list[_Row], kind: str, dataset: str, rng: np.random.Generator) -> None:
-    """Apply one pathology to a clean row (half the time one of a liquid ticker) in place."""
+def _swap_high_low(f: list[str], h: tuple[str, ...]) -> None:
+    hi, lo = h.index("high"), h.index("low")
+    f[hi], f[lo] = f[lo], f[hi]
+
+
+def _shift_start(seconds: int) -> Callable[[list[str], tuple[str, ...]], None]:
+    def shift(f: list[str], h: tuple[str, ...]) -> None:
+        ws = h.index("window_start")
+        f[ws] = str(int(f[ws]) + seconds * NS)
+
+    return shift
+
+
+def _set(column: str, value: str) -> Callable[[list[str], tuple[str, ...]], None]:
+    def assign(f: list[str], h: tuple[str, ...]) -> None:
+        f[h.index(column if column in h else "open")] = value
+
+    return assign
+
+
+# How each single-row pathology edits a clean row's fields (duplicates add a row instead).
+_EDITS: dict[str, Callable[[list[str], tuple[str, ...]], None]] = {
+    "empty_field": _set("volume", ""),
+    "non_numeric": _set("volume", "n/a"),
+    "malformed_row": lambda f, h: f.pop(),
+    "next_day_timestamp": _shift_start(86_400),
+    "zero_timestamp": lambda f, h: f.__setitem__(h.index("window_start"), "0"),
+    "misaligned_timestamp": _shift_start(30),
+    "non_positive_price": _set("low", "0"),
+    "high_below_low": _swap_high_low,
+    "price_outside_range": lambda f, h: f.__setitem__(
+        h.index("close"), _fmt_price(float(f[h.index("high")]) * 1.01 + 0.01)
+    ),
+    "negative_volume": lambda f, h: f.__setitem__(h.index("volume"), "-" + f[h.index("volume")]),
+}
+
+
+def _pick(rows: list[_Row], dataset: str, rng: np.random.Generator) -> int:
+    """A clean row to spoil: half the time one of a liquid ticker."""
     h = HEADERS[dataset]
     liquid = {i.ticker for i in instruments(dataset) if i.liquidity >= 0.9}
     high, low = h.index("high"), h.index("low")
@@ -234,11 +271,17 @@ def _inject(rows: list[_Row], kind: str, dataset: str, rng: np.random.Generator)
     ]
     preferred = [i for i in clean if rows[i].fields[0] in liquid]
     pool = preferred if preferred and rng.random() < 0.5 else clean
-    i = int(pool[int(rng.integers(len(pool)))])
+    return int(pool[int(rng.integers(len(pool)))])
+
+
+def _inject(rows: list[_Row], kind: str, dataset: str, rng: np.random.Generator) -> None:
+    """Apply one pathology to a clean row (half the time one of a liquid ticker) in place."""
+    if kind not in _EDITS and kind not in ("duplicate_row", "conflicting_duplicate"):
+        raise ValueError(f"unknown pathology {kind!r}")
+    h = HEADERS[dataset]
+    i = _pick(rows, dataset, rng)
     row, reason = rows[i], PATHOLOGIES[kind]
     f = row.fields
-    numeric = "volume" if "volume" in h else "open"
-    ws = h.index("window_start")
     if kind == "duplicate_row":
         row.paired = True
         rows.insert(i + 1, _Row(list(f), reason))
@@ -249,29 +292,7 @@ def _inject(rows: list[_Row], kind: str, dataset: str, rng: np.random.Generator)
         row.expect = reason
         rows.insert(i + 1, _Row(other, reason))
         return
-    if kind == "empty_field":
-        f[h.index(numeric)] = ""
-    elif kind == "non_numeric":
-        f[h.index(numeric)] = "n/a"
-    elif kind == "malformed_row":
-        del f[-1]
-    elif kind == "next_day_timestamp":
-        f[ws] = str(int(f[ws]) + 86_400 * NS)
-    elif kind == "zero_timestamp":
-        f[ws] = "0"
-    elif kind == "misaligned_timestamp":
-        f[ws] = str(int(f[ws]) + 30 * NS)
-    elif kind == "non_positive_price":
-        f[h.index("low")] = "0"
-    elif kind == "high_below_low":
-        hi, lo = h.index("high"), h.index("low")
-        f[hi], f[lo] = f[lo], f[hi]
-    elif kind == "price_outside_range":
-        f[h.index("close")] = _fmt_price(float(f[h.index("high")]) * 1.01 + 0.01)
-    elif kind == "negative_volume":
-        f[h.index("volume")] = "-" + f[h.index("volume")]
-    else:
-        raise ValueError(f"unknown pathology {kind!r}")
+    _EDITS[kind](f, h)
     row.expect = reason
 
 
@@ -285,7 +306,7 @@ def build_file(
     """
     if day.weekday() >= 5:
         return None
-    if trading_calendar.is_session(day):
+    if calendar.is_session(day):
         members = instruments(dataset)
     elif dataset == "indices":
         members = [Instrument(t, "indices", 30_000.0, 1.0) for t in HOLIDAY_INDICES]
@@ -426,7 +447,7 @@ def rest_results(ticker: str, timeframe: str, day: dt.date) -> tuple[list[dict],
     The same numbers as the flat files (o, h, l, c, v, n, t), plus the vwap ``vw`` that only REST
     carries; index bars carry only o, h, l, c, t.
     """
-    if not trading_calendar.is_session(day):
+    if not calendar.is_session(day):
         return [], 0
     member = instrument(ticker)
     minute = _minute_rows(member, day)

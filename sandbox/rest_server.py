@@ -28,12 +28,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from marketbars.market.calendar import day_window
 from sandbox import market
 
 PATH = re.compile(
     r"^/v2/aggs/ticker/(?P<ticker>[^/]+)/range/(?P<mult>\d+)/(?P<span>minute|day)/(?P<start>[^/]+)/(?P<end>[^/]+)$"
 )
 MAX_LIMIT = 50_000
+
+
+Answer = tuple[int, dict[str, Any], dict[str, str]]  # (HTTP status, JSON body, headers); 0 drops the line
 
 
 @dataclass
@@ -126,8 +130,52 @@ class _Handler(BaseHTTPRequestHandler):
         key: str,
         query: dict[str, str],
         number: int,
-    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    ) -> Answer:
         request_id = uuid.uuid4().hex
+        refused = self._refusal(state, match, ticker, key, number, request_id)
+        if refused is not None:
+            return refused
+        assert match is not None  # a path that does not match is refused
+        faults = state.faults
+        cursor = query.get("cursor")
+        if cursor:
+            query = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        try:
+            (start, first_ms), (end, last_ms) = _bound(match["start"], False), _bound(match["end"], True)
+        except ValueError:
+            error = "from/to must be YYYY-MM-DD or a millisecond timestamp"
+            return 400, {"status": "ERROR", "request_id": request_id, "error": error}, {}
+        if end < start:
+            return 400, {"status": "ERROR", "request_id": request_id, "error": "'to' is before 'from'"}, {}
+        timeframe = "1m" if match["span"] == "minute" else "1d"
+        limit = min(int(query.get("limit", 5000)), MAX_LIMIT, faults.max_page)
+        offset = int(query.get("offset", 0))
+        window = (start, end), (first_ms, last_ms)
+        results, next_offset = _page(faults, ticker, timeframe, *window, offset, limit)
+        if ticker in faults.extra_bars and not offset:
+            results = results + faults.extra_bars[ticker]
+        if ticker in faults.loop_pages:
+            next_offset = offset  # a cursor that leads back to the same page, forever
+        body: dict[str, Any] = {
+            "ticker": ticker,
+            "queryCount": len(results),
+            "resultsCount": len(results),
+            "count": len(results),
+            "adjusted": query.get("adjusted", "true") == "true",
+            "results": results or None,
+            "status": "OK",
+            "request_id": request_id,
+        }
+        if next_offset is not None:
+            state_query = {**query, "offset": next_offset}
+            token = base64.urlsafe_b64encode(json.dumps(state_query).encode()).decode()
+            body["next_url"] = f"{state.url}{urlsplit(self.path).path}?cursor={token}"
+        return 200, body, {}
+
+    def _refusal(
+        self, state: _Server, match: re.Match | None, ticker: str, key: str, number: int, request_id: str
+    ) -> Answer | None:
+        """What the vendor answers instead of data: a bad key or path, the plan's limit, a fault."""
         if key != state.api_key:
             return (
                 401,
@@ -158,55 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._fault(status, request_id, faults)
         if faults.every_nth_429 and number % faults.every_nth_429 == 0:
             return self._fault(429, request_id, faults)
-        cursor = query.get("cursor")
-        if cursor:
-            query = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        try:
-            (start, first_ms), (end, last_ms) = _bound(match["start"], False), _bound(match["end"], True)
-        except ValueError:
-            error = "from/to must be YYYY-MM-DD or a millisecond timestamp"
-            return 400, {"status": "ERROR", "request_id": request_id, "error": error}, {}
-        if end < start:
-            return 400, {"status": "ERROR", "request_id": request_id, "error": "'to' is before 'from'"}, {}
-        timeframe = "1m" if match["span"] == "minute" else "1d"
-        limit = min(int(query.get("limit", 5000)), MAX_LIMIT, faults.max_page)
-        offset = int(query.get("offset", 0))
-        results, next_offset = [], None
-        day, scanned, position = start, 0, 0
-        while day <= end and next_offset is None:
-            if (ticker, day) not in faults.empty_sessions:
-                bars, base = market.rest_results(ticker, timeframe, day)
-                per_bar = max(1, base // max(1, len(bars))) if bars else 0
-                for bar in bars:
-                    if not first_ms <= bar["t"] <= last_ms:
-                        continue
-                    if position >= offset:
-                        if results and scanned + per_bar > limit:
-                            next_offset = position
-                            break
-                        results.append(bar)
-                        scanned += per_bar
-                    position += 1
-            day += dt.timedelta(days=1)
-        if ticker in faults.extra_bars and not offset:
-            results = results + faults.extra_bars[ticker]
-        if ticker in faults.loop_pages:
-            next_offset = offset  # a cursor that leads back to the same page, forever
-        body: dict[str, Any] = {
-            "ticker": ticker,
-            "queryCount": len(results),
-            "resultsCount": len(results),
-            "count": len(results),
-            "adjusted": query.get("adjusted", "true") == "true",
-            "results": results or None,
-            "status": "OK",
-            "request_id": request_id,
-        }
-        if next_offset is not None:
-            state_query = {**query, "offset": next_offset}
-            token = base64.urlsafe_b64encode(json.dumps(state_query).encode()).decode()
-            body["next_url"] = f"{state.url}{urlsplit(self.path).path}?cursor={token}"
-        return 200, body, {}
+        return None
 
     @staticmethod
     def _fault(status: int, request_id: str, faults: Faults) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -226,13 +226,43 @@ class _Handler(BaseHTTPRequestHandler):
         return 500, {"status": "ERROR", "request_id": request_id, "error": "internal error"}, {}
 
 
+def _page(
+    faults: Faults,
+    ticker: str,
+    timeframe: str,
+    days: tuple[dt.date, dt.date],
+    window_ms: tuple[int, int],
+    offset: int,
+    limit: int,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """One page of the sample market's bars in the window, from ``offset``; the next page's offset
+    once the base aggregates the page scanned would pass ``limit`` (as the vendor's limit works)."""
+    results: list[dict[str, Any]] = []
+    day, scanned, position = days[0], 0, 0
+    while day <= days[1]:
+        if (ticker, day) not in faults.empty_sessions:
+            bars, base = market.rest_results(ticker, timeframe, day)
+            per_bar = max(1, base // max(1, len(bars))) if bars else 0
+            for bar in bars:
+                if not window_ms[0] <= bar["t"] <= window_ms[1]:
+                    continue
+                if position >= offset:
+                    if results and scanned + per_bar > limit:
+                        return results, position
+                    results.append(bar)
+                    scanned += per_bar
+                position += 1
+        day += dt.timedelta(days=1)
+    return results, None
+
+
 def _bound(text: str, end: bool) -> tuple[dt.date, int]:
     """A from/to value: (the New York date it falls on, its millisecond bound)."""
     if text.isdigit():
         ms = int(text)
         return dt.datetime.fromtimestamp(ms / 1000, market.NEW_YORK).date(), ms
     day = dt.date.fromisoformat(text)
-    start, stop = market.trading_calendar.day_window(day)
+    start, stop = day_window(day)
     return day, int((stop if end else start).timestamp() * 1000) - (1 if end else 0)
 
 

@@ -174,7 +174,7 @@ def airflow_env(airflow_home: Path, project_root: Path, extra: Mapping[str, str]
         "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         # `airflow dags test` cannot run a DAG with a Deadline Alert in Airflow 3.3.2 (see
-        # marketbars.dag_defaults.daily_deadline); the scheduler can.
+        # marketbars.pipelines.common.dag_defaults.daily_deadline); the scheduler can.
         "MARKETBARS_DAILY_DEADLINE_MINUTES": "0",
         **dict(extra),
     }

@@ -52,9 +52,9 @@ def conn(db: Postgres) -> Iterator[psycopg.Connection]:
 @pytest.fixture
 def warehouse_conn(conn: psycopg.Connection) -> psycopg.Connection:
     """A connection to a database with the market schema applied."""
-    from marketbars import warehouse
+    from marketbars.warehouse.migrations import migrate
 
-    warehouse.migrate(conn)
+    migrate(conn)
     return conn
 
 

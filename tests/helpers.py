@@ -69,27 +69,28 @@ def load_file(conn: psycopg.Connection, tmp: Path, sample: SampleFile, symbols: 
     """Load a sample file straight into the warehouse, recorded with the ETag S3 gives it (its MD5)."""
     import hashlib
 
-    from marketbars import warehouse
-    from marketbars.parsing import FlatFileReader
+    from marketbars.market.provenance import FileVersion
+    from marketbars.massive.csv_reader import FlatFileReader
+    from marketbars.warehouse import file_loads, partitions
 
     path = tmp / f"{sample.dataset}-{sample.timeframe}-{sample.session}-{len(sample.body)}.csv.gz"
     path.write_bytes(sample.body)
-    version = warehouse.FlatFileVersion(
+    version = FileVersion(
         sample.dataset, sample.timeframe, sample.session, sample.key, hashlib.md5(sample.body).hexdigest(),
         len(sample.body),
     )  # fmt: skip
-    warehouse.ensure_partitions(conn, sample.session, sample.session)
+    partitions.ensure_partitions(conn, sample.session, sample.session)
     reader = FlatFileReader(
         path, dataset=sample.dataset, timeframe=sample.timeframe, session=sample.session, symbols=symbols
     )
-    warehouse.replace_session(conn, version, symbols, reader)
+    file_loads.replace_session(conn, version, symbols, reader)
 
 
 ROLLUP_WIDTHS = {"5m": 5, "15m": 15, "1h": 60, "4h": 240}
 
 
 def reference_rollups(bars: Iterable[Bar], session: dt.date, close: dt.time = dt.time(16)) -> dict[str, set]:
-    """Derived bars by the README's convention, computed independently of ``marketbars.rollups``:
+    """Derived bars by the README's convention, computed independently of ``marketbars.market.rollups``:
     a plain loop over (symbol, ts, open, high, low, close, volume, trades, vwap, ...) tuples,
     bucketed by the New York wall clock from 09:30, sums added in time order."""
     from zoneinfo import ZoneInfo

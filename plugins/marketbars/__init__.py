@@ -1,5 +1,6 @@
-"""Market bars warehouse: ingestion of Massive (Polygon) flat files into PostgreSQL.
+"""Market bars warehouse: Massive (Polygon) flat files and REST into PostgreSQL, and backtests on it.
 
-Pure rules (calendar, flat-file format, validation) live in modules without Airflow imports;
-hooks own connections; operators orchestrate hooks. See the README for the architecture.
+Imports run one way (checked by import-linter in ``make test``):
+``pipelines`` -> ``operators``, ``alerting`` -> ``settings`` -> ``warehouse``, ``massive`` -> ``backtest``
+-> ``market``. See the README's layout section for what lives where.
 """

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from marketbars.trading_calendar import session_schedule
+from marketbars.market.calendar import session_schedule
+from marketbars.market.timeframes import DAILY, INTRADAY_MINUTES
 
 _DAY_US = 86_400_000_000
-TIMEFRAME_MINUTES = {"1m": 1, "5m": 5, "15m": 15, "1h": 60, "4h": 240, "1d": 0}
+TIMEFRAME_MINUTES = {**INTRADAY_MINUTES, DAILY: 0}  # 0: a daily bar is its whole session
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ def _breakout(bars: Bars, p: Mapping[str, float], side: int) -> np.ndarray:
     level = ind.prior_max(bars.high, n) if side == LONG else ind.prior_min(bars.low, n)
     with np.errstate(invalid="ignore"):
         surge = bars.volume > p["volume_multiple"] * ind.prior_mean(bars.volume, n)
-        return (side * (bars.close - level) > 0) & surge
+        return np.asarray((side * (bars.close - level) > 0) & surge)
 
 
 @detector("breakout_bullish", side=LONG, defaults=_BREAKOUT, history=lambda p: _int(p, "lookback") + 1)
@@ -192,7 +192,7 @@ def _trend_continuation(bars: Bars, p: Mapping[str, float], side: int) -> np.nda
     previous_slow = np.concatenate(([np.nan], slow[:-1]))
     pullback_end = bars.low if side == LONG else bars.high  # the end of the bar that reaches back
     with np.errstate(invalid="ignore"):
-        return (
+        return np.asarray(
             (side * (fast - slow) > 0)
             & (side * (slow - previous_slow) > 0)
             & (side * (fast - pullback_end) >= 0)
@@ -230,7 +230,7 @@ def _opening_drive(bars: Bars, p: Mapping[str, float], side: int) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         moved = side * (bars.close - session_open * (1 + side * p["min_move_pct"] / 100)) >= 0
         placed = side * (bars.close - origin) >= p["close_position"] * (high - low)
-    return drive_bar & moved & placed & ~bars.session_last
+    return np.asarray(drive_bar & moved & placed & ~bars.session_last)
 
 
 @detector("opening_drive_bullish", side=LONG, defaults=_DRIVE, history=lambda p: 1, intraday=True)
@@ -273,7 +273,7 @@ def _power_hour_reversal(bars: Bars, p: Mapping[str, float], side: int) -> np.nd
     seen_before = ind.session_cummax(reversal.astype(np.int8), bars.session_first)
     earlier = np.concatenate(([0], seen_before[:-1]))
     earlier[bars.session_first] = 0
-    return reversal & (earlier == 0)  # the first per session
+    return np.asarray(reversal & (earlier == 0))  # the first per session
 
 
 @detector("power_hour_reversal_bullish", side=LONG, defaults=_POWER_HOUR, history=lambda p: 2, intraday=True)
@@ -307,7 +307,7 @@ def _index_mean_reversion(bars: Bars, p: Mapping[str, float], side: int) -> np.n
     rsi, trend = ind.rsi(bars.close, _int(p, "rsi_period")), ind.sma(bars.close, _int(p, "trend"))
     with np.errstate(invalid="ignore"):
         stretched = rsi <= p["oversold"] if side == LONG else rsi >= p["overbought"]
-        return _fresh(stretched) & (side * (bars.close - trend) > 0)
+        return np.asarray(_fresh(stretched) & (side * (bars.close - trend) > 0))
 
 
 @detector(
@@ -349,7 +349,7 @@ def end_of_day_strength(bars: Bars, p: Mapping[str, float]) -> np.ndarray:
     previous_high = ind.previous_session_value(high, bars.session_last, bars.session_first)
     with np.errstate(invalid="ignore"):
         strong = (bars.close >= low + p["close_position"] * (high - low)) & (bars.close > previous_high)
-    return bars.session_last & strong & (high > low)
+    return np.asarray(bars.session_last & strong & (high > low))
 
 
 def describe() -> list[dict[str, Any]]:

@@ -73,7 +73,10 @@ class Settings:
     def from_params(cls, params: dict[str, Any]) -> Settings:
         """The settings among a run's params (other keys are ignored), with their types."""
         kinds = {f.name: f.type for f in fields(cls)}
-        return cls(**{k: (int if kinds[k] == "int" else float)(params[k]) for k in kinds if k in params})
+        values: dict[str, Any] = {
+            k: (int if kinds[k] == "int" else float)(params[k]) for k in kinds if k in params
+        }
+        return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -41,7 +41,7 @@ def true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarr
     """max(high - low, |high - previous close|, |low - previous close|); the first bar's is high - low."""
     previous = np.concatenate(([np.nan], close[:-1]))
     ranges = np.vstack((high - low, np.abs(high - previous), np.abs(low - previous)))
-    return np.nanmax(ranges, axis=0)
+    return np.asarray(np.nanmax(ranges, axis=0))
 
 
 def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int) -> np.ndarray:
@@ -77,7 +77,7 @@ def session_cummin(values: np.ndarray, session_first: np.ndarray) -> np.ndarray:
 def session_first_value(values: np.ndarray, session_first: np.ndarray) -> np.ndarray:
     """Each bar's session's first value (the session's open when given opens)."""
     starts = np.flatnonzero(session_first)
-    return values[starts][np.cumsum(session_first) - 1]
+    return np.asarray(values[starts][np.cumsum(session_first) - 1])
 
 
 def previous_session_value(
@@ -87,4 +87,4 @@ def previous_session_value(
     first session)."""
     per_session = values_at_last[session_last]
     shifted = np.concatenate(([np.nan], per_session[:-1]))
-    return shifted[np.cumsum(session_first) - 1]
+    return np.asarray(shifted[np.cumsum(session_first) - 1])

@@ -15,7 +15,7 @@ from typing import Any
 
 from marketbars.backtest.engine import Trade
 from marketbars.backtest.metrics import equity_curve
-from marketbars.backtest.runner import ALL_SYMBOLS
+from marketbars.market.symbols import ALL_SYMBOLS
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 

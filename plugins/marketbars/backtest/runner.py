@@ -16,9 +16,9 @@ from marketbars.backtest import metrics
 from marketbars.backtest.bars import TIMEFRAME_MINUTES, Bars
 from marketbars.backtest.detectors import Detector
 from marketbars.backtest.engine import Settings, Trade, simulate
-from marketbars.trading_calendar import CALENDAR_START, sessions_between
+from marketbars.market.calendar import CALENDAR_START, sessions_between
+from marketbars.market.symbols import ALL_SYMBOLS
 
-ALL_SYMBOLS = "*"  # the metrics row of a detector over every symbol it traded (no ticker is "*")
 TIMEFRAMES = tuple(TIMEFRAME_MINUTES)
 
 

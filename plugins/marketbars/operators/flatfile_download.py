@@ -5,15 +5,31 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from airflow.sdk import BaseOperator, Context
 
-from marketbars.operators import DEFAULT_DOWNLOAD_DIR
+from marketbars.market.provenance import FileVersionXCom
+from marketbars.massive.flatfiles import DEFAULT_BUCKET
+from marketbars.settings import DEFAULT_DOWNLOAD_DIR
 
 
 class FlatFileMissingError(FileNotFoundError):
     """A trading session's object is not in the bucket (yet): the task retries with backoff."""
+
+
+class DownloadedFile(FileVersionXCom):
+    """A session whose file is on local disk: its version, and where."""
+
+    status: Literal["downloaded", "cached"]
+    path: str
+
+
+class SkippedSession(TypedDict):
+    """A date that is not a trading session: no file is loaded for it."""
+
+    session: str
+    status: Literal["non_session"]
 
 
 class FlatFileDownloadOperator(BaseOperator):
@@ -28,7 +44,8 @@ class FlatFileDownloadOperator(BaseOperator):
     * otherwise a local copy whose size and ETag match the object: an existing copy is reused,
       a new one is streamed to a temporary name and renamed into place (never half-written).
 
-    Returns (XCom) one small dict per session: session, status, key, etag, size, last_modified, path.
+    Returns (XCom) per session a ``DownloadedFile`` (the file version, status and local path) or a
+    ``SkippedSession``.
 
     :param dataset: ``stocks``, ``indices`` or ``options``.
     :param timeframe: ``1m`` (minute aggregates) or ``1d`` (day aggregates).
@@ -47,7 +64,7 @@ class FlatFileDownloadOperator(BaseOperator):
         dataset: str,
         timeframe: str,
         sessions: Sequence[str],
-        bucket: str = "flatfiles",
+        bucket: str = DEFAULT_BUCKET,
         download_dir: str = DEFAULT_DOWNLOAD_DIR,
         aws_conn_id: str = "massive_s3",
         **kwargs: Any,
@@ -60,42 +77,34 @@ class FlatFileDownloadOperator(BaseOperator):
         self.download_dir = download_dir
         self.aws_conn_id = aws_conn_id
 
-    def execute(self, context: Context) -> list[dict[str, Any]]:
-        from marketbars import flatfiles, trading_calendar
-        from marketbars.hooks.flatfiles import MassiveFlatFilesHook
+    def execute(self, context: Context) -> list[DownloadedFile | SkippedSession]:
+        from marketbars.market.calendar import is_session
+        from marketbars.massive.flatfiles import object_key
+        from marketbars.massive.s3_hook import MassiveFlatFilesHook
 
         hook = MassiveFlatFilesHook(aws_conn_id=self.aws_conn_id, bucket=self.bucket)
-        results: list[dict[str, Any]] = []
+        results: list[DownloadedFile | SkippedSession] = []
         missing: list[str] = []
         for session in map(dt.date.fromisoformat, self.sessions):
-            if not trading_calendar.is_session(session):
+            if not is_session(session):
                 self.log.info("%s is not an XNYS trading session: skipped", session)
                 results.append({"session": session.isoformat(), "status": "non_session"})
                 continue
-            key = flatfiles.object_key(self.dataset, self.timeframe, session)
-            remote = hook.stat(key)
-            if remote is None:
-                missing.append(f"s3://{self.bucket}/{key}")
+            version = hook.stat(self.dataset, self.timeframe, session)
+            if version is None:
+                missing.append(hook.url(object_key(self.dataset, self.timeframe, session)))
                 continue
-            path, reused = hook.fetch(remote, Path(self.download_dir))
+            path, reused = hook.fetch(version, Path(self.download_dir))
             self.log.info(
                 "%s %s: %s (%s bytes, ETag %s)",
                 session,
                 "reused local copy" if reused else "downloaded",
-                remote.url,
-                f"{remote.size:,}",
-                remote.etag,
+                hook.url(version.key),
+                f"{version.size:,}",
+                version.etag,
             )
             results.append(
-                {
-                    "session": session.isoformat(),
-                    "status": "cached" if reused else "downloaded",
-                    "key": key,
-                    "etag": remote.etag,
-                    "size": remote.size,
-                    "last_modified": remote.last_modified.isoformat() if remote.last_modified else None,
-                    "path": str(path),
-                }
+                {**version.to_xcom(), "status": "cached" if reused else "downloaded", "path": str(path)}
             )
         if missing:
             raise FlatFileMissingError(

@@ -5,16 +5,36 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from marketbars.operators import DEFAULT_DOWNLOAD_DIR
+from marketbars.market.provenance import FileVersion
+from marketbars.massive.flatfiles import DEFAULT_BUCKET
+from marketbars.settings import DEFAULT_DOWNLOAD_DIR
+
+if TYPE_CHECKING:
+    from marketbars.warehouse.connection import Connection
+    from marketbars.warehouse.file_loads import LoadCounts
 
 
 class FlatFileLoadError(RuntimeError):
     """Some files of a batch failed to load (the others are loaded); the task retries."""
+
+
+class LoadResult(TypedDict):
+    """What happened to one session's file (XCom)."""
+
+    session: str
+    dataset: str
+    timeframe: str
+    action: Literal["loaded", "current", "skipped"]
+    key: NotRequired[str]
+    etag: NotRequired[str]
+    rows_read: NotRequired[int]
+    rows_loaded: NotRequired[int]
+    rows_quarantined: NotRequired[int]
 
 
 class FlatFileLoadOperator(BaseOperator):
@@ -65,7 +85,7 @@ class FlatFileLoadOperator(BaseOperator):
         timeframe: str,
         files: Sequence[Mapping[str, Any]],
         symbols: Sequence[str],
-        bucket: str = "flatfiles",
+        bucket: str = DEFAULT_BUCKET,
         download_dir: str = DEFAULT_DOWNLOAD_DIR,
         postgres_conn_id: str = "market_db",
         aws_conn_id: str = "massive_s3",
@@ -85,27 +105,30 @@ class FlatFileLoadOperator(BaseOperator):
         self.max_quarantine_fraction = max_quarantine_fraction
         self.keep_local_copy = keep_local_copy
 
-    def execute(self, context: Context) -> list[dict[str, Any]]:
-        from marketbars import warehouse
-        from marketbars.hooks.warehouse import WarehouseHook
+    def execute(self, context: Context) -> list[LoadResult]:
+        from marketbars.warehouse.hook import WarehouseHook
 
         if not self.symbols:
             raise AirflowFailException('no symbols selected: pass tickers, or ["*"] for every ticker')
         run_id = context.get("run_id")
-        results: list[dict[str, Any]] = []
+        results: list[LoadResult] = []
         failures: list[tuple[Mapping[str, Any], Exception]] = []
         with WarehouseHook(self.postgres_conn_id).connect() as conn:
-            warehouse.migrate(conn)
             for entry in self.files:
                 if entry["status"] == "non_session":
-                    results.append({"session": entry["session"], "action": "skipped", **self._what})
+                    results.append(
+                        {
+                            "session": entry["session"],
+                            "dataset": self.dataset,
+                            "timeframe": self.timeframe,
+                            "action": "skipped",
+                        }
+                    )
                     continue
                 try:  # one file's failure must not keep the batch's other files from loading
-                    result = self._load_one(conn, entry, run_id)
+                    result = self._load_one(conn, FileVersion.from_xcom(entry), Path(entry["path"]), run_id)
                 except Exception as exc:
-                    self.log.exception(
-                        "%s s3://%s/%s: load failed", entry["session"], self.bucket, entry["key"]
-                    )
+                    self.log.exception("%s %s: load failed", entry["session"], self._url(entry["key"]))
                     failures.append((entry, exc))
                     continue
                 results.append(result)
@@ -113,48 +136,39 @@ class FlatFileLoadOperator(BaseOperator):
                     Path(entry["path"]).unlink(missing_ok=True)  # loaded: bound the disk a long backfill uses
                 if self._too_many_rejected(result):
                     failures.append((entry, AirflowFailException(self._rejected_message(result))))
+        self._raise_for(failures)
+        return results
+
+    def _raise_for(self, failures: Sequence[tuple[Mapping[str, Any], Exception]]) -> None:
+        """Fail naming each failed session; without retries when every failure is a data problem."""
         if len(failures) == 1:
             raise failures[0][1]
         if failures:
-            detail = "; ".join(f"{e['session']} s3://{self.bucket}/{e['key']}: {exc}" for e, exc in failures)
+            detail = "; ".join(f"{e['session']} {self._url(e['key'])}: {exc}" for e, exc in failures)
             message = f"{len(failures)} of {len(self.files)} files did not load cleanly: {detail}"
             if all(isinstance(exc, AirflowFailException) for _, exc in failures):
                 raise AirflowFailException(message)  # retrying cannot fix data problems
             raise FlatFileLoadError(message)  # a retry loads what failed; what loaded is skipped
-        return results
 
-    @property
-    def _what(self) -> dict[str, str]:
-        return {"dataset": self.dataset, "timeframe": self.timeframe}
+    def _url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
 
-    def _too_many_rejected(self, result: Mapping[str, Any]) -> bool:
+    def _too_many_rejected(self, result: LoadResult) -> bool:
         rejected = result.get("rows_quarantined", 0)
         return rejected > self.max_quarantine_fraction * (result.get("rows_loaded", 0) + rejected)
 
-    def _rejected_message(self, result: Mapping[str, Any]) -> str:
+    def _rejected_message(self, result: LoadResult) -> str:
         return (
             f"too many rejected rows (more than {self.max_quarantine_fraction:.0%} of the selection): "
             f"{result['session']} {result['key']}: {result['rows_quarantined']:,} quarantined. "
             "The valid rows are loaded; see market.quarantine for the reasons."
         )
 
-    def _load_one(self, conn: Any, entry: Mapping[str, Any], run_id: str | None) -> dict[str, Any]:
-        from marketbars import warehouse
-        from marketbars.parsing import CorruptFlatFileError, FlatFileReader, HeaderDriftError
+    def _load_one(self, conn: Connection, version: FileVersion, path: Path, run_id: str | None) -> LoadResult:
+        from marketbars.massive.csv_reader import CorruptFlatFileError, FlatFileReader, HeaderDriftError
+        from marketbars.warehouse import file_loads, partitions
 
-        version = warehouse.FlatFileVersion(
-            dataset=self.dataset,
-            timeframe=self.timeframe,
-            session=dt.date.fromisoformat(entry["session"]),
-            key=entry["key"],
-            etag=entry["etag"],
-            size=entry["size"],
-            last_modified=dt.datetime.fromisoformat(entry["last_modified"])
-            if entry.get("last_modified")
-            else None,
-        )
-        result = {"session": entry["session"], "key": version.key, "etag": version.etag, **self._what}
-        current = warehouse.current_load(conn, version, self.symbols)
+        current = file_loads.current_load(conn, version, self.symbols)
         if current is not None:
             self.log.info(
                 "%s %s: this version is already loaded (%d rows): nothing to do",
@@ -164,24 +178,19 @@ class FlatFileLoadOperator(BaseOperator):
             )
             if self.timeframe == "1m" and not current.rollups_current:  # an earlier rebuild was cut short
                 self._roll_up(conn, version.session)
-            return result | {
-                "action": "current",
-                "rows_read": current.rows_read,
-                "rows_loaded": current.rows_loaded,
-                "rows_quarantined": current.rows_quarantined,
-            }
-        path = self._local_copy(entry)
+            return self._result(version, "current", current)
+        path = self._local_copy(version, path)
         reader = FlatFileReader(
             path,
             dataset=self.dataset,
             timeframe=self.timeframe,
             session=version.session,
             symbols=self.symbols,
-            source=f"s3://{self.bucket}/{version.key} (ETag {version.etag})",
+            source=f"{self._url(version.key)} (ETag {version.etag})",
         )
-        warehouse.ensure_partitions(conn, version.session, version.session)
+        partitions.ensure_partitions(conn, version.session, version.session)
         try:
-            counts = warehouse.replace_session(conn, version, self.symbols, reader, run_id)
+            counts = file_loads.replace_session(conn, version, self.symbols, reader, run_id)
         except HeaderDriftError as exc:
             raise AirflowFailException(str(exc)) from exc
         except CorruptFlatFileError:
@@ -200,17 +209,27 @@ class FlatFileLoadOperator(BaseOperator):
         )
         if self.timeframe == "1m":
             self._roll_up(conn, version.session)
-        return result | {
-            "action": "loaded",
+        return self._result(version, "loaded", counts)
+
+    def _result(
+        self, version: FileVersion, action: Literal["loaded", "current"], counts: LoadCounts
+    ) -> LoadResult:
+        return {
+            "session": version.session.isoformat(),
+            "dataset": self.dataset,
+            "timeframe": self.timeframe,
+            "action": action,
             "rows_read": counts.rows_read,
             "rows_loaded": counts.rows_loaded,
             "rows_quarantined": counts.rows_quarantined,
+            "key": version.key,
+            "etag": version.etag,
         }
 
-    def _roll_up(self, conn: Any, session: dt.date) -> None:
-        from marketbars import warehouse
+    def _roll_up(self, conn: Connection, session: dt.date) -> None:
+        from marketbars.warehouse import rollup_rebuilds
 
-        counts = warehouse.rebuild_rollups(conn, self.dataset, session, self.symbols)
+        counts = rollup_rebuilds.rebuild_rollups(conn, self.dataset, session, self.symbols)
         self.log.info(
             "%s: derived bars rebuilt from %s regular-session 1m bars: %s, in %.2f s",
             session,
@@ -219,14 +238,12 @@ class FlatFileLoadOperator(BaseOperator):
             counts.seconds,
         )
 
-    def _local_copy(self, entry: Mapping[str, Any]) -> Path:
+    def _local_copy(self, version: FileVersion, path: Path) -> Path:
         """The downloaded file, fetched again when this worker does not have it."""
-        from marketbars.hooks.flatfiles import MassiveFlatFilesHook, RemoteFile
+        from marketbars.massive.s3_hook import MassiveFlatFilesHook
 
-        path = Path(entry["path"])
-        if path.is_file() and path.stat().st_size == entry["size"]:
+        if path.is_file() and path.stat().st_size == version.size:
             return path
         self.log.info("%s is not on this worker: fetching it again", path)
-        remote = RemoteFile(self.bucket, entry["key"], entry["etag"], entry["size"], None)
         hook = MassiveFlatFilesHook(aws_conn_id=self.aws_conn_id, bucket=self.bucket)
-        return hook.fetch(remote, Path(self.download_dir))[0]
+        return hook.fetch(version, Path(self.download_dir))[0]

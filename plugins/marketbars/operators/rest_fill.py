@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
+
+from marketbars import settings
+from marketbars.market.timeframes import SOURCE_TIMEFRAMES
+
+if TYPE_CHECKING:
+    from marketbars.massive.rest_hook import MassiveRestHook
+    from marketbars.warehouse.connection import Connection
 
 
 class RestFillOperator(BaseOperator):
@@ -23,7 +30,7 @@ class RestFillOperator(BaseOperator):
       ``trades`` kept; a bar a flat file loaded is never overwritten: a session a flat file holds
       is left alone, or with ``patch_flatfile_sessions`` gets REST bars only where it has none;
     * after a session's minute bars changed, its derived bars (5m, 15m, 1h, 4h) are rebuilt from
-      them (``marketbars.rollups``), one transaction per session;
+      them (``marketbars.market.rollups``), one transaction per session;
     * a trading session with no bars (``results`` empty or null) is recorded as a gap
       (``market.rest_ledger.status = 'empty'``) and reported, never as complete;
     * 401/403 / ``NOT_AUTHORIZED``, ``status: ERROR`` and other 4xx answers fail at once without
@@ -50,7 +57,7 @@ class RestFillOperator(BaseOperator):
         symbol: str,
         dataset: str,
         sessions: dict[str, Sequence[str]],
-        requests_per_minute: float | str = 5,
+        requests_per_minute: float | str = settings.REST_REQUESTS_PER_MINUTE.default_value(),
         patch_flatfile_sessions: bool = False,
         http_conn_id: str = "massive_api",
         postgres_conn_id: str = "market_db",
@@ -66,17 +73,15 @@ class RestFillOperator(BaseOperator):
         self.postgres_conn_id = postgres_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from marketbars import warehouse
-        from marketbars.hooks.rest import MassiveApiError, MassiveRestHook
-        from marketbars.hooks.warehouse import WarehouseHook
-        from marketbars.ratelimit import PostgresRateLimiter
+        from marketbars.massive.rest_hook import MassiveApiError, MassiveRestHook
+        from marketbars.warehouse.hook import WarehouseHook
+        from marketbars.warehouse.rate_limits import PostgresRateLimiter
 
-        derived = sorted(set(self.sessions) - {"1m", "1d"})
+        derived = sorted(set(self.sessions) - set(SOURCE_TIMEFRAMES))
         if derived:  # 5m..4h are rolled up from 1m; a REST fill of them would fight the rollups
             raise AirflowFailException(f"{self.symbol}: REST fills 1m and 1d bars only, not {derived}")
         result: dict[str, Any] = {"symbol": self.symbol}
         with WarehouseHook(self.postgres_conn_id).connect() as conn:
-            warehouse.migrate(conn)
             limiter = PostgresRateLimiter(conn, "massive", float(self.requests_per_minute))
             hook = MassiveRestHook(self.http_conn_id, limiter=limiter)
             for timeframe, days in sorted(self.sessions.items()):
@@ -91,32 +96,39 @@ class RestFillOperator(BaseOperator):
         return result
 
     def _fill(
-        self, conn: Any, hook: Any, timeframe: str, sessions: list[dt.date], run_id: str | None
+        self,
+        conn: Connection,
+        hook: MassiveRestHook,
+        timeframe: str,
+        sessions: list[dt.date],
+        run_id: str | None,
     ) -> dict[str, Any]:
-        from marketbars import rest, warehouse
+        from marketbars.market.provenance import ApiFetch
+        from marketbars.massive.aggregates import rest_bars
+        from marketbars.warehouse import partitions, rest_writes, rollup_rebuilds
 
-        warehouse.ensure_partitions(conn, sessions[0], sessions[-1])
+        partitions.ensure_partitions(conn, sessions[0], sessions[-1])
         answer = hook.aggregates(self.symbol, timeframe, sessions[0], sessions[-1])
-        parsed = rest.rest_bars(
+        parsed = rest_bars(
             answer.results, ticker=self.symbol, dataset=self.dataset, timeframe=timeframe, sessions=sessions
         )
-        fill = warehouse.RestFill(
+        fetch = ApiFetch(
             self.symbol, self.dataset, timeframe, tuple(sessions), answer.requests, tuple(answer.request_ids)
         )
-        statuses = warehouse.replace_rest_sessions(
-            conn, fill, parsed, run_id, patch_flatfile_sessions=self.patch_flatfile_sessions
+        statuses = rest_writes.replace_rest_sessions(
+            conn, fetch, parsed, run_id, patch_flatfile_sessions=self.patch_flatfile_sessions
         )
         if timeframe == "1m":  # the minutes changed unless a flat file kept the session as it was
             for session, (status, _) in sorted(statuses.items()):
                 # A patch that added nothing is rebuilt too: it may be the retry of one whose
                 # rebuild never ran (and a rebuild over unchanged minutes writes nothing).
                 if status != "flatfile":
-                    warehouse.rebuild_rollups(conn, self.dataset, session, [self.symbol])
+                    rollup_rebuilds.rebuild_rollups(conn, self.dataset, session, [self.symbol])
 
         def days(status: str) -> list[str]:
             return sorted(d.isoformat() for d, (s, _) in statuses.items() if s == status)
 
-        summary = {
+        summary: dict[str, Any] = {
             "loaded": days("loaded"),
             "gaps": days("empty"),
             "flatfile": days("flatfile"),

@@ -1,1 +1,0 @@
-"""Hooks: each owns one connection and its wire protocol."""

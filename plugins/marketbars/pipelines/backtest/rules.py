@@ -1,0 +1,90 @@
+"""Rules of backtest_run: what a trigger may ask for, which symbols it covers, and how much history
+each detector reads before its window. Pure: values in, values out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from marketbars.backtest import detectors, runner
+from marketbars.backtest.detectors import Detector
+from marketbars.backtest.engine import Settings
+from marketbars.market.symbols import asset_class_of
+
+BACKTEST_CLASSES = ("stocks", "indices")  # no detector trades option contracts
+
+
+@dataclass(frozen=True)
+class BacktestRequest:
+    start: dt.date
+    end: dt.date
+    timeframe: str
+    detectors: list[Detector]
+    overrides: dict[str, dict[str, float]]  # detector -> parameter -> value
+    settings: Settings
+
+
+def window(params: Mapping[str, Any], run_date: dt.date) -> tuple[dt.date, dt.date]:
+    """start_date..end_date; an empty end is the run's date, an empty start ``lookback_days``
+    before the end (what a run triggered by fresh data uses)."""
+    end = dt.date.fromisoformat(params["end_date"]) if params.get("end_date") else run_date
+    if params.get("start_date"):
+        start = dt.date.fromisoformat(params["start_date"])
+    else:
+        start = end - dt.timedelta(days=int(params["lookback_days"]) - 1)
+    return start, end
+
+
+def parse_request(params: Mapping[str, Any], run_date: dt.date) -> BacktestRequest:
+    """Validate a trigger's params; ValueError names the first problem."""
+    start, end = window(params, run_date)
+    if start > end:
+        raise ValueError(f"start_date {start} is after end_date {end}")
+    if params["timeframe"] not in runner.TIMEFRAMES:
+        raise ValueError(f"timeframe {params['timeframe']!r} is not one of {', '.join(runner.TIMEFRAMES)}")
+    chosen = detectors.resolve(list(params.get("detectors") or []))
+    overrides = {name: dict(values) for name, values in dict(params.get("detector_params") or {}).items()}
+    strangers = sorted(set(overrides) - {d.name for d in chosen})
+    if strangers:
+        raise ValueError(f"detector_params names detectors not in this run: {', '.join(strangers)}")
+    for d in chosen:
+        d.parameters(overrides.get(d.name))  # unknown parameter names fail here, by name
+    return BacktestRequest(
+        start, end, params["timeframe"], chosen, overrides, Settings.from_params(dict(params))
+    )
+
+
+def asset_classes(requested: list[str], watchlist: Mapping[str, str]) -> dict[str, str]:
+    """The run's symbols -> asset class: the requested ones, or the active watchlist's stocks and
+    indices. ValueError when there are none, or an option contract is among them."""
+    if requested:
+        classes = {s: watchlist.get(s) or asset_class_of(s) for s in requested}
+    else:
+        classes = {s: kind for s, kind in watchlist.items() if kind in BACKTEST_CLASSES}
+    options = sorted(s for s, kind in classes.items() if kind not in BACKTEST_CLASSES)
+    if options:
+        raise ValueError(f"no detector trades option contracts: {', '.join(options)}")
+    if not classes:
+        raise ValueError("no symbols (the watchlist has no active stock or index)")
+    return classes
+
+
+def read_start(
+    start: dt.date,
+    timeframe: str,
+    detector: Detector,
+    overrides: Mapping[str, float] | None,
+    settings: Settings,
+) -> dt.date:
+    """The first session a detector's read needs: its window's start, less the warm-up its signals
+    and the stop's ATR need."""
+    params = detector.parameters(overrides)
+    return runner.warmup_start(start, timeframe, runner.history_bars(detector, params, settings))
+
+
+def folder_name(run_id: str) -> str:
+    """A run id as a folder name (run ids carry colons and plus signs)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)

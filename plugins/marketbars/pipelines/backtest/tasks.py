@@ -1,0 +1,231 @@
+"""Task bodies of backtest_run: Airflow's side (params, Variables, connections) of the rules in
+``rules``, the engine in ``marketbars.backtest`` and the storage in ``marketbars.warehouse.backtests``.
+XCom carries the run id, detector names and counts; the run's definition lives in
+``market.backtest_runs``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from marketbars.pipelines.backtest import rules
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SYMBOLS_PER_READ = 20  # bars of this many symbols in memory at once
+
+
+def report_dir(run_id: str) -> Path:
+    """``market_backtest_reports_dir`` (default ``$AIRFLOW_HOME/reports/backtests``)/<run id>."""
+    from marketbars import settings
+    from marketbars.pipelines.common import reports
+
+    return reports.local_root(settings.BACKTEST_REPORTS_DIR) / rules.folder_name(run_id)
+
+
+def plan(params: Mapping[str, Any], dag_run: Any) -> list[dict[str, str]]:
+    """Validate the run, record it in ``market.backtest_runs`` (resetting a re-run of the same id),
+    clear its report folder and hand out one work item per detector."""
+    from marketbars.market import calendar
+    from marketbars.warehouse import backtests, watchlist
+    from marketbars.warehouse.hook import WarehouseHook
+
+    run_date = calendar.today_in_new_york(dag_run.logical_date or dag_run.run_after)
+    request = _checked(rules.parse_request, params, run_date)
+    folder = report_dir(dag_run.run_id)
+    with WarehouseHook().connect() as conn:
+        classes = _checked(
+            rules.asset_classes, list(params.get("symbols") or []), watchlist.active_asset_classes(conn)
+        )
+        spec = backtests.RunSpec(
+            run_id=dag_run.run_id,
+            start_date=request.start,
+            end_date=request.end,
+            timeframe=request.timeframe,
+            symbols=classes,
+            detectors=[d.name for d in request.detectors],
+            settings=request.settings.to_json(),
+            detector_params=request.overrides,
+        )
+        earliest = min(_read_start(spec, d) for d in request.detectors)
+        splits = backtests.read_splits(conn, list(classes), earliest, request.end)
+        if folder.exists():
+            shutil.rmtree(folder)  # a re-run's report replaces the earlier one whole
+        folder.mkdir(parents=True)
+        backtests.start_run(conn, spec, splits, str(folder))
+    applied = ", ".join(f"{s.symbol} {s.execution_date}" for v in splits.values() for s in v)
+    log.info(
+        "backtest %s: %s..%s %s bars, %d symbol(s) (%s), %d detector(s); prices %s; report folder %s",
+        spec.run_id,
+        spec.start_date,
+        spec.end_date,
+        spec.timeframe,
+        len(classes),
+        ", ".join(sorted(classes)),
+        len(spec.detectors),
+        f"split-adjusted ({applied})"
+        if splits
+        else "raw (market.splits records no split of these symbols in the window)",
+        folder,
+    )
+    return [{"detector": name} for name in spec.detectors]
+
+
+def _checked(rule: Callable[..., T], *args: Any) -> T:
+    """A rule's answer; its ValueError fails the task at once (no retry can fix the params)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        return rule(*args)
+    except ValueError as error:
+        raise AirflowFailException(f"backtest_run: {error}") from error
+
+
+def _read_start(spec: Any, detector: Any) -> dt.date:
+    from marketbars.backtest.engine import Settings
+
+    overrides = spec.detector_params.get(detector.name)
+    return rules.read_start(spec.start_date, spec.timeframe, detector, overrides, Settings(**spec.settings))
+
+
+def run_detector(detector_name: str, run_id: str) -> dict[str, Any]:
+    """Backtest one detector over the run's symbols, replace its rows and draw its equity curve."""
+    from marketbars.backtest import bars as bars_module
+    from marketbars.backtest import detectors, report, runner
+    from marketbars.backtest.engine import Settings
+    from marketbars.market.symbols import ALL_SYMBOLS
+    from marketbars.warehouse import backtests
+    from marketbars.warehouse.hook import WarehouseHook
+
+    detector = detectors.REGISTRY[detector_name]
+    with WarehouseHook().connect() as conn:
+        spec = backtests.run_spec(conn, run_id)
+        params = detector.parameters(spec.detector_params.get(detector.name))
+        settings = Settings(**spec.settings)
+        first = _read_start(spec, detector)
+        symbols = runner.eligible(detector, spec.symbols, spec.timeframe)
+        splits = backtests.read_splits(conn, symbols, first, spec.end_date)
+
+        def batches() -> Iterator[dict[str, Any]]:
+            for i in range(0, len(symbols), SYMBOLS_PER_READ):
+                chunk = symbols[i : i + SYMBOLS_PER_READ]
+                raw = backtests.read_bars(conn, chunk, spec.timeframe, first, spec.end_date)
+                yield {s: bars_module.adjust(b, splits.get(s, [])) for s, b in raw.items()}
+
+        result = runner.run_detector(
+            detector, params, settings, batches(), spec.symbols, spec.timeframe, spec.start_date
+        )
+        backtests.replace_results(conn, run_id, detector.name, result.metrics, result.trades)
+        folder = Path(backtests.run_row(conn, run_id)["report_dir"])
+    overall = result.metrics[ALL_SYMBOLS]
+    traded = len(result.metrics) - 1
+    folder.mkdir(parents=True, exist_ok=True)
+    capital = settings.capital * max(traded, 1)
+    report.equity_png(
+        folder / f"equity_{detector.name}.png",
+        detector.name,
+        result.trades,
+        capital,
+        f"{spec.timeframe} {spec.start_date}..{spec.end_date}, {traded} symbol(s)",
+    )
+    skipped: dict[str, list[str]] = {}
+    for symbol, why in sorted(result.notes.items()):
+        skipped.setdefault(why, []).append(symbol)
+    for why, names in skipped.items():
+        log.info("%s skips %s: %s", detector.name, ", ".join(names), why)
+    log.info(
+        "%s: %d trade(s) over %d symbol(s), net P&L %.2f, expectancy %s R",
+        detector.name,
+        len(result.trades),
+        traded,
+        overall["net_pnl"],
+        "-" if overall["expectancy_r"] is None else f"{overall['expectancy_r']:.3f}",
+    )
+    return {
+        "detector": detector.name,
+        "symbols": traded,
+        "trades": len(result.trades),
+        "skipped_symbols": len(result.notes),
+    }
+
+
+def report_and_rank(
+    params: Mapping[str, Any],
+    run_id: str,
+    planned: Sequence[Mapping[str, str]] | None,
+    results: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """Write the run's JSON summary and CSVs from the tables, log the ranking, flag the detectors
+    below the thresholds; fail when a detector's results are missing (its task failed)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from marketbars.backtest import detectors, report
+    from marketbars.pipelines.common import reports
+    from marketbars.warehouse import backtests
+    from marketbars.warehouse.hook import WarehouseHook
+
+    thresholds = report.Thresholds(
+        min_trades=int(params["min_trades"]),
+        min_profit_factor=float(params["min_profit_factor"]),
+        min_expectancy_r=float(params["min_expectancy_r"]),
+    )
+    if planned is None:  # the run row may be an earlier attempt's: never report it as this one
+        raise AirflowFailException(f"backtest {run_id}: nothing to report, its plan task failed")
+    with WarehouseHook().connect() as conn:
+        run = backtests.run_row(conn, run_id)
+        rows = backtests.metrics_of(conn, run_id)
+        folder = Path(run["report_dir"])
+        folder.mkdir(parents=True, exist_ok=True)
+        trades = backtests.write_trades_csv(conn, run_id, folder / "trades.csv")
+        done = {r["detector"] for r in results}
+        missing = [d for d in run["detectors"] if d not in done]
+        status = "incomplete" if missing else "succeeded"
+    ranked = report.rank(rows, thresholds)
+    report.write_metrics_csv(folder / "metrics.csv", rows, backtests.METRIC_COLUMNS)
+    summary = {
+        "run_id": run_id,
+        "status": status,
+        "window": {"start": run["start_date"], "end": run["end_date"], "timeframe": run["timeframe"]},
+        "prices": run["prices"],
+        "splits_applied": run["splits"],
+        "symbols": run["detector_params"]["asset_classes"],
+        "settings": run["settings"],
+        "detector_params": run["detector_params"]["overrides"],
+        "thresholds": vars(thresholds),
+        "ranking": ranked,
+        "detectors": [d for d in detectors.describe() if d["name"] in run["detectors"]],
+        "unavailable": detectors.UNAVAILABLE,
+        "missing_detectors": missing,
+        "trades": trades,
+        "metrics": rows,
+        "files": ["summary.json", "metrics.csv", "trades.csv", *(f"equity_{d}.png" for d in sorted(done))],
+    }
+    report.write_summary(folder / "summary.json", summary)
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    reports.upload(files, f"backtests/{folder.name}")
+    with WarehouseHook().connect() as conn:  # finished only once its report is complete
+        backtests.finish_run(conn, run_id, status)
+    log.info(
+        "backtest %s (%s %s..%s, prices %s): ranking by expectancy (R), then profit factor:",
+        run_id,
+        run["timeframe"],
+        run["start_date"],
+        run["end_date"],
+        run["prices"],
+    )
+    for line in report.ranking_lines(ranked):
+        log.info("%s", line)
+    flagged = [r for r in ranked if r["flags"]]
+    for r in flagged:
+        log.warning("detector %s is below the thresholds: %s", r["detector"], "; ".join(r["flags"]))
+    log.info("report: %s (%d files, %d trades)", folder, len(files), trades)
+    if missing:
+        raise AirflowFailException(
+            f"backtest {run_id}: no results for {', '.join(missing)} (their tasks failed)"
+        )
+    return {"report_dir": str(folder), "detectors": len(ranked), "flagged": len(flagged), "trades": trades}

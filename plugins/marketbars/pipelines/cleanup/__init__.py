@@ -1,0 +1,1 @@
+"""weekly_cleanup: retention by partitions, ledger pruning, temporary files, VACUUM."""

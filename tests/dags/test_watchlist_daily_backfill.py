@@ -1,0 +1,145 @@
+"""DAG integrity, and full runs of historical_bulk_backfill through Airflow's dag.test()."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from marketbars.market import calendar
+from sandbox import market
+from sandbox.services import S3Server
+from tests.helpers import expected_bars, publish, warehouse_bars
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+@pytest.fixture
+def no_retries(dagbag):
+    """dag.test() waits out real retry delays: in a DAG run test a failing task fails the test at once."""
+    saved = {(d, t.task_id): t.retries for d, dag in dagbag.dags.items() for t in dag.tasks}
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            task.retries = 0
+    yield
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            task.retries = saved[(dag_id, task.task_id)]
+
+
+RUN_DATE = dt.date(2024, 11, 27)  # the file of the run's own session is not published yet
+NEW_YORK = calendar.NEW_YORK
+
+
+def _logical(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(20, 15), NEW_YORK)
+
+
+def _rest_rows(symbol: str, timeframe: str, day: dt.date) -> set[tuple]:
+    rows = set()
+    for r in market.rest_results(symbol, timeframe, day)[0]:
+        ts = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=r["t"])
+        rows.add((symbol, ts, r["o"], r["h"], r["l"], r["c"], r.get("v"), r.get("n"), r.get("vw"), "rest"))
+    return rows
+
+
+@pytest.fixture
+def daily_setup(
+    airflow_metadata_db: None, airflow_connections: dict[str, str], rest_api, conn: psycopg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+):  # fmt: skip
+    """AAPL and I:SPX already have bars; MSFT is new on the watchlist; history is 4 sessions."""
+    from marketbars.warehouse.migrations import migrate
+    from marketbars.warehouse.partitions import ensure_partitions
+
+    monkeypatch.setenv("AIRFLOW_VAR_WATCHLIST_INITIAL_HISTORY_SESSIONS", "4")
+    monkeypatch.setenv("AIRFLOW_VAR_MASSIVE_API_REQUESTS_PER_MINUTE", "6000")
+    migrate(conn)
+    conn.execute("UPDATE market.watchlist SET active = symbol IN ('AAPL', 'MSFT', 'I:SPX')")
+    ensure_partitions(conn, dt.date(2024, 10, 1), dt.date(2024, 10, 1))
+    for symbol in ("AAPL", "I:SPX"):
+        conn.execute(
+            "INSERT INTO market.historical_bars (symbol, timeframe, ts, open, high, low, close, source)"
+            " VALUES (%s, '1m', '2024-10-01 14:30Z', 1, 1, 1, 1, 'flatfile')",
+            (symbol,),
+        )
+    return rest_api
+
+
+@pytest.mark.dagrun
+def test_daily_run_routes_by_published_file_and_gives_a_new_symbol_its_history(
+    dagbag, no_retries, daily_setup, s3: S3Server, conn: psycopg.Connection
+) -> None:
+    history = calendar.sessions_between(dt.date(2024, 11, 20), RUN_DATE)[-4:]  # 11-22 .. 11-27
+    published = history[:-1]
+    files = {
+        (dataset, tf, day): market.build_file(dataset, tf, day)
+        for dataset in ("stocks", "indices") for tf in ("1m", "1d") for day in published
+    }  # fmt: skip
+    publish(s3, *files.values())
+
+    run = dagbag.dags["watchlist_daily_backfill"].test(logical_date=_logical(RUN_DATE), run_conf={"days": 2})
+
+    assert run.state == "success"
+    for tf in ("1m", "1d"):  # MSFT, new: the whole history, flat files where published, REST for the rest
+        for day in published:
+            assert warehouse_bars(conn, tf, day, ["MSFT"]) == expected_bars(
+                files["stocks", tf, day], ["MSFT"]
+            )
+        assert warehouse_bars(conn, tf, RUN_DATE, ["MSFT"]) == _rest_rows("MSFT", tf, RUN_DATE)
+    refresh = history[-2:]
+    for symbol, dataset in (("AAPL", "stocks"), ("I:SPX", "indices")):  # the others: the `days` sessions only
+        assert warehouse_bars(conn, "1m", refresh[0], [symbol]) == expected_bars(
+            files[dataset, "1m", refresh[0]], [symbol]
+        )
+        assert warehouse_bars(conn, "1m", RUN_DATE, [symbol]) == _rest_rows(symbol, "1m", RUN_DATE)
+        assert warehouse_bars(conn, "1m", history[0], [symbol]) == set()
+    assert sorted({(r.ticker, r.status) for r in daily_setup.log}) == [
+        ("AAPL", 200), ("I:SPX", 200), ("MSFT", 200),
+    ]  # fmt: skip
+    first_ms, end_ms = (int(t.timestamp() * 1000) for t in calendar.day_window(RUN_DATE))
+    assert all(
+        r.path.endswith(f"/{first_ms}/{end_ms - 1}") for r in daily_setup.log
+    )  # REST: the last day only
+    history_rows = conn.execute(
+        "SELECT symbol, first_session, completed_at IS NOT NULL FROM market.watchlist_history"
+    )
+    assert history_rows.fetchall() == [("MSFT", history[0], True)]  # done: the next run only refreshes MSFT
+
+
+@pytest.mark.dagrun
+def test_without_a_flat_file_connection_every_session_comes_from_rest(
+    dagbag,
+    no_retries,
+    daily_setup,
+    conn: psycopg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_MASSIVE_S3")
+    run = dagbag.dags["watchlist_daily_backfill"].test(logical_date=_logical(RUN_DATE), run_conf={"days": 1})
+    assert run.state == "success"
+    assert {b[9] for b in warehouse_bars(conn, "1m", RUN_DATE)} == {"rest"}
+    msft_days = conn.execute(
+        "SELECT count(DISTINCT (ts AT TIME ZONE 'America/New_York')::date) FROM market.historical_bars "
+        "WHERE symbol = 'MSFT' AND timeframe = '1m'"
+    ).fetchone()
+    assert msft_days == (4,)
+    assert "no massive_s3 connection is configured: every session goes through the REST API" in caplog.text
+
+
+@pytest.mark.dagrun
+def test_a_holiday_run_does_nothing(dagbag, no_retries, daily_setup, conn: psycopg.Connection) -> None:
+    run = dagbag.dags["watchlist_daily_backfill"].test(logical_date=_logical(dt.date(2024, 11, 28)))
+    assert run.state == "success"
+    assert daily_setup.log == []
+    assert conn.execute("SELECT count(*) FROM market.historical_bars").fetchone() == (2,)
