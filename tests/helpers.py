@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -129,3 +130,29 @@ def reference_rollups(bars: Iterable[Bar], session: dt.date, close: dt.time = dt
             rows.add((symbol, start, group[0][2], high, low, group[-1][5], volume, trades, vwap))
         derived[timeframe] = rows
     return derived
+
+
+def download(
+    s3: S3Server, download_dir: Path, sessions: list[str], dataset: str = "stocks"
+) -> list[dict[str, Any]]:
+    """The download operator's result for these sessions' minute files."""
+    from marketbars.operators.flatfile_download import FlatFileDownloadOperator
+
+    op = FlatFileDownloadOperator(
+        task_id="download", dataset=dataset, timeframe="1m", sessions=sessions, bucket=s3.bucket,
+        download_dir=str(download_dir),
+    )  # fmt: skip
+    return op.execute({})
+
+
+def load(
+    s3: S3Server, download_dir: Path, files: list[dict[str, Any]], symbols: list[str], dataset: str = "stocks"
+):
+    """The load operator's result for these downloaded files."""
+    from marketbars.operators.flatfile_load import FlatFileLoadOperator
+
+    op = FlatFileLoadOperator(
+        task_id="load", dataset=dataset, timeframe="1m", files=files, symbols=symbols, bucket=s3.bucket,
+        download_dir=str(download_dir),
+    )  # fmt: skip
+    return op.execute({"run_id": "test-run"})

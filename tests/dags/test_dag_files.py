@@ -21,13 +21,6 @@ BACKTEST_CONTRACT = {"start_date", "end_date", "symbols", "detectors", "timefram
 HEAVY_MODULES = ("pandas", "numpy", "pyarrow", "pgpq", "psycopg", "boto3", "exchange_calendars", "requests")
 
 
-@pytest.fixture(scope="module")
-def dagbag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(ROOT / "dags"))
-
-
 def test_every_dag_imports_and_declares_what_operators_need(dagbag) -> None:
     assert dagbag.import_errors == {}
     assert set(dagbag.dag_ids) >= set(CONTRACT_PARAMS)

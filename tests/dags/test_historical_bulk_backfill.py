@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -13,7 +12,6 @@ from sandbox import market
 from sandbox.services import S3Server
 from tests.helpers import expected_bars, publish, warehouse_bars
 
-ROOT = Path(__file__).resolve().parents[2]
 WATCHLIST_STOCKS = [
     "AAPL",
     "AMZN",
@@ -28,26 +26,6 @@ WATCHLIST_STOCKS = [
     "SPY",
     "TSLA",
 ]
-
-
-@pytest.fixture(scope="module")
-def dagbag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(ROOT / "dags"))
-
-
-@pytest.fixture
-def no_retries(dagbag):
-    """dag.test() waits out real retry delays: in a DAG run test a failing task fails the test at once."""
-    saved = {(d, t.task_id): t.retries for d, dag in dagbag.dags.items() for t in dag.tasks}
-    for dag in dagbag.dags.values():
-        for task in dag.tasks:
-            task.retries = 0
-    yield
-    for dag_id, dag in dagbag.dags.items():
-        for task in dag.tasks:
-            task.retries = saved[(dag_id, task.task_id)]
 
 
 @pytest.mark.dagrun

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -12,29 +11,6 @@ from marketbars.market import calendar
 from sandbox import market
 from sandbox.services import S3Server
 from tests.helpers import expected_bars, publish, warehouse_bars
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def dagbag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(ROOT / "dags"))
-
-
-@pytest.fixture
-def no_retries(dagbag):
-    """dag.test() waits out real retry delays: in a DAG run test a failing task fails the test at once."""
-    saved = {(d, t.task_id): t.retries for d, dag in dagbag.dags.items() for t in dag.tasks}
-    for dag in dagbag.dags.values():
-        for task in dag.tasks:
-            task.retries = 0
-    yield
-    for dag_id, dag in dagbag.dags.items():
-        for task in dag.tasks:
-            task.retries = saved[(dag_id, task.task_id)]
-
 
 RUN_DATE = dt.date(2024, 11, 27)  # the file of the run's own session is not published yet
 NEW_YORK = calendar.NEW_YORK

@@ -4,38 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from marketbars.operators.flatfile_download import FlatFileDownloadOperator, FlatFileMissingError
-from marketbars.operators.flatfile_load import FlatFileLoadOperator
+from marketbars.operators.flatfile_download import FlatFileMissingError
 from sandbox import market
 from sandbox.services import S3Server
-from tests.helpers import publish
+from tests.helpers import download, publish
 
 pytestmark = pytest.mark.integration
 DAY = dt.date(2024, 11, 29)  # an early close
-
-
-def download(
-    s3: S3Server, download_dir: Path, sessions: list[str], dataset: str = "stocks"
-) -> list[dict[str, Any]]:
-    op = FlatFileDownloadOperator(
-        task_id="download", dataset=dataset, timeframe="1m", sessions=sessions, bucket=s3.bucket,
-        download_dir=str(download_dir),
-    )  # fmt: skip
-    return op.execute({})
-
-
-def load(
-    s3: S3Server, download_dir: Path, files: list[dict[str, Any]], symbols: list[str], dataset: str = "stocks"
-):
-    op = FlatFileLoadOperator(
-        task_id="load", dataset=dataset, timeframe="1m", files=files, symbols=symbols, bucket=s3.bucket,
-        download_dir=str(download_dir),
-    )  # fmt: skip
-    return op.execute({"run_id": "test-run"})
 
 
 def test_download_skips_non_sessions_even_when_the_bucket_has_a_file(

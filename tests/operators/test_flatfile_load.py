@@ -5,42 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from marketbars.massive.csv_reader import CorruptFlatFileError
-from marketbars.operators.flatfile_download import FlatFileDownloadOperator
 from marketbars.operators.flatfile_load import FlatFileLoadError, FlatFileLoadOperator
 from sandbox import market
 from sandbox.services import S3Server
-from tests.helpers import expected_bars, publish, quarantined_lines, warehouse_bars
+from tests.helpers import download, expected_bars, load, publish, quarantined_lines, warehouse_bars
 
 pytestmark = pytest.mark.integration
 WATCHLIST = ["AAPL", "MSFT", "SPY", "ZVZZT"]
 DAY = dt.date(2024, 11, 29)  # an early close
-
-
-def download(
-    s3: S3Server, download_dir: Path, sessions: list[str], dataset: str = "stocks"
-) -> list[dict[str, Any]]:
-    op = FlatFileDownloadOperator(
-        task_id="download", dataset=dataset, timeframe="1m", sessions=sessions, bucket=s3.bucket,
-        download_dir=str(download_dir),
-    )  # fmt: skip
-    return op.execute({})
-
-
-def load(
-    s3: S3Server, download_dir: Path, files: list[dict[str, Any]], symbols: list[str], dataset: str = "stocks"
-):
-    op = FlatFileLoadOperator(
-        task_id="load", dataset=dataset, timeframe="1m", files=files, symbols=symbols, bucket=s3.bucket,
-        download_dir=str(download_dir),
-    )  # fmt: skip
-    return op.execute({"run_id": "test-run"})
 
 
 def bars_with_versions(conn: psycopg.Connection) -> set[tuple]:
