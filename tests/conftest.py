@@ -103,3 +103,9 @@ def rest_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[RestServer]:
     with rest_server(api_key=f"key-{uuid.uuid4().hex}") as server:
         monkeypatch.setenv("AIRFLOW_CONN_MASSIVE_API", json.dumps(server.airflow_connection()))
         yield server
+
+
+@pytest.fixture
+def db_conn(airflow_connections: dict[str, str], conn: psycopg.Connection) -> psycopg.Connection:
+    """A connection to the test's database, which the Airflow connection market_db also names."""
+    return conn

@@ -156,3 +156,39 @@ def load(
         download_dir=str(download_dir),
     )  # fmt: skip
     return op.execute({"run_id": "test-run"})
+
+
+def fill(
+    symbol: str,
+    sessions: dict[str, list[dt.date]],
+    *,
+    per_minute: float = 6000,
+    dataset: str = "stocks",
+    patch: bool = False,
+):
+    """The REST fill operator's result for one symbol's sessions, per timeframe."""
+    from marketbars.operators.rest_fill import RestFillOperator
+
+    op = RestFillOperator(
+        task_id="rest_fill",
+        symbol=symbol,
+        dataset=dataset,
+        sessions={tf: [d.isoformat() for d in days] for tf, days in sessions.items()},
+        requests_per_minute=per_minute,
+        patch_flatfile_sessions=patch,
+    )
+    return op.execute({"run_id": "test"})
+
+
+def expected_rest(symbol: str, timeframe: str, days: list[dt.date]) -> set[tuple]:
+    """The bars a REST fill must store, read from the loopback server's answers."""
+    from sandbox import market
+
+    rows = set()
+    for day in days:
+        for r in market.rest_results(symbol, timeframe, day)[0]:
+            ts = EPOCH + dt.timedelta(milliseconds=r["t"])
+            rows.add(
+                (symbol, ts, r["o"], r["h"], r["l"], r["c"], r.get("v"), r.get("n"), r.get("vw"), "rest")
+            )
+    return rows

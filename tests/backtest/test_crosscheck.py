@@ -18,7 +18,7 @@ import pytest
 
 from marketbars.backtest import indicators as ind
 from marketbars.backtest.engine import Settings, simulate
-from tests.backtest.bars import daily
+from tests.backtest.sample_bars import daily
 
 FAST, SLOW = 10, 30
 SETTINGS = Settings(
@@ -127,7 +127,7 @@ def test_the_engine_matches_the_benchmarks_naive_per_bar_loop() -> None:
 
     from bench.backtest import naive_breakout_bullish
     from marketbars.backtest import detectors
-    from tests.backtest.bars import intraday, random_walk
+    from tests.backtest.sample_bars import intraday, random_walk
 
     rows = random_walk(78 * 30, seed=5)
     bars = intraday([rows[i : i + 78] for i in range(0, len(rows), 78)], minutes=5)

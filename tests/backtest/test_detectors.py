@@ -6,11 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from marketbars.backtest import bars as bars_module
 from marketbars.backtest import detectors
 from marketbars.backtest import indicators as ind
-from marketbars.market.symbols import ALL_SYMBOLS
-from tests.backtest.bars import daily, intraday, random_walk
+from tests.backtest.sample_bars import daily, intraday, random_walk
 
 FLAT = [(100, 101, 99, 100, 1000.0)] * 25
 
@@ -187,20 +185,6 @@ def test_the_registry_and_its_errors() -> None:
     assert [d["name"] for d in detectors.describe()][-2:] == ["gamma_squeeze", "gamma_flip"]
 
 
-def test_bars_keep_the_regular_session_only() -> None:
-    import datetime as dt
-
-    from marketbars.market.calendar import session_hours
-
-    hours = session_hours(dt.date(2024, 11, 29))  # early close at 13:00
-    start = int(hours.open.timestamp() * 1e6) - 30 * 60_000_000
-    ts = start + np.arange(300) * 60_000_000  # 09:00..13:59
-    ones = np.ones(300)
-    bars = bars_module.build("T", "1m", ts, ones, ones, ones, ones, ones)
-    assert len(bars) == 210 and bars.minutes[0] == 0 and bars.session_last[-1]
-    assert bars.minutes_to_close[-1] == 0 and bars.minutes_to_close[0] == 209
-
-
 def test_parameter_values_are_checked_by_name() -> None:
     trend = detectors.REGISTRY["trend_continuation_long"]
     for bad, message in (
@@ -215,41 +199,3 @@ def test_parameter_values_are_checked_by_name() -> None:
         detectors.REGISTRY["mean_reversion_long"].parameters({"z_entry": -1})
     with pytest.raises(ValueError, match="parameters must be an object"):
         trend.parameters(5)  # type: ignore[arg-type]
-
-
-def test_every_detector_gets_an_all_symbols_row_and_a_ticker_named_all_is_just_a_ticker() -> None:
-    import datetime as dt
-
-    from marketbars.backtest import runner
-    from marketbars.backtest.engine import Settings
-
-    rows = random_walk(78 * 5, seed=3)
-    per_session = [rows[i : i + 78] for i in range(0, len(rows), 78)]
-    batch = {"ALL": intraday(per_session, symbol="ALL"), "AAPL": intraday(per_session, symbol="AAPL")}
-    classes = {"ALL": "stocks", "AAPL": "stocks"}
-    start = dt.date.fromordinal(int(batch["AAPL"].session[0]))
-    mean_reversion = detectors.REGISTRY["mean_reversion_long"]
-    result = runner.run_detector(
-        mean_reversion, mean_reversion.parameters(), Settings(), [batch], classes, "5m", start
-    )
-    assert set(result.metrics) == {"ALL", "AAPL", ALL_SYMBOLS}
-    assert (
-        result.metrics[ALL_SYMBOLS]["trades"]
-        == len(result.trades)
-        == sum(result.metrics[s]["trades"] for s in ("ALL", "AAPL"))
-    )
-    drive = detectors.REGISTRY["opening_drive_bullish"]  # intraday: nothing to do on daily bars
-    nothing = runner.run_detector(drive, drive.parameters(), Settings(), [], classes, "1d", start)
-    assert nothing.metrics[ALL_SYMBOLS]["trades"] == 0 and set(nothing.notes) == {"ALL", "AAPL"}
-
-
-def test_a_long_warm_up_finds_enough_sessions_across_holidays() -> None:
-    import datetime as dt
-
-    from marketbars.backtest.runner import warmup_start
-    from marketbars.market.calendar import sessions_between
-
-    start = dt.date(2025, 6, 2)
-    for bars_needed in (301, 501):
-        first = warmup_start(start, "1d", bars_needed)
-        assert len(sessions_between(first, start - dt.timedelta(days=1))) == bars_needed + 1

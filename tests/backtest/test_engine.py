@@ -1,17 +1,12 @@
-"""The simulator and the metrics against hand-computed price paths, to the cent."""
+"""The simulator against hand-computed price paths, to the cent: fills, stops, targets, time-outs, costs."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 
-from marketbars.backtest import bars as bars_module
-from marketbars.backtest import metrics
 from marketbars.backtest.engine import Settings, simulate
-from marketbars.backtest.runner import warmup_start
-from tests.backtest.bars import daily, intraday
+from tests.backtest.sample_bars import daily, intraday
 
 # ATR(3) of three bars 99..101 is 2.00; with stop_atr 1 the risk R is 2.00 a share.
 FLAT = [(100, 101, 99, 100, 1e6)] * 3
@@ -123,55 +118,3 @@ def test_settings_reject_nonsense_with_the_names() -> None:
     with pytest.raises(ValueError, match="max_hold_bars=0"):
         Settings(max_hold_bars=0)
     assert Settings.from_params({"atr_period": "5", "stop_atr": 2, "timeframe": "5m"}).atr_period == 5
-
-
-def test_metrics_edge_cases_are_defined() -> None:
-    empty = metrics.summarize([], capital=1000, bars=10, bars_in_position=0)
-    assert empty["trades"] == 0 and empty["net_pnl"] == 0 and empty["max_drawdown"] == 0
-    assert all(empty[k] is None for k in ("win_rate", "profit_factor", "expectancy", "sharpe", "avg_win"))
-    assert empty["exposure"] == 0
-
-    winners = daily([*FLAT, (100.5, 102, 99.5, 101, 1e6), (101, 104.5, 100.5, 104, 1e6)])
-    trade, _ = only_trade(winners, signal_at(winners, 2))
-    all_wins = metrics.summarize([trade, trade], capital=100_000, bars=5, bars_in_position=4)
-    assert all_wins["profit_factor"] == math.inf and all_wins["losses"] == 0 and all_wins["avg_loss"] is None
-    assert all_wins["sharpe"] is None  # no dispersion
-    assert all_wins["win_rate"] == 1 and all_wins["max_drawdown"] == 0
-
-
-def test_metrics_by_hand() -> None:
-    from dataclasses import replace
-
-    bars = daily([*FLAT, (100.5, 102, 99.5, 101, 1e6), (101, 104.5, 100.5, 104, 1e6)])
-    base, _ = only_trade(bars, signal_at(bars, 2))
-    pnls = [300.0, -100.0, -200.0, 500.0]
-    trades = [
-        replace(base, exit_ts=base.exit_ts + i, net_pnl=p, r_multiple=p / 1000, return_pct=p / 50_000)
-        for i, p in enumerate(pnls)
-    ]
-    m = metrics.summarize(trades, capital=10_000, bars=100, bars_in_position=25)
-    assert (m["trades"], m["wins"], m["losses"], m["win_rate"]) == (4, 2, 2, 0.5)
-    assert m["profit_factor"] == pytest.approx(800 / 300)
-    assert m["expectancy"] == pytest.approx(125) and m["expectancy_r"] == pytest.approx(0.125)
-    assert (m["avg_win"], m["avg_loss"], m["largest_win"], m["largest_loss"]) == (400, -150, 500, -200)
-    # Equity 10000, 10300, 10200, 10000, 10500: the deepest fall is 300 from the 10300 peak.
-    assert m["max_drawdown"] == pytest.approx(300) and m["max_drawdown_pct"] == pytest.approx(300 / 10_300)
-    returns = np.array(pnls) / 50_000
-    assert m["sharpe"] == pytest.approx(returns.mean() / returns.std(ddof=1))
-    assert m["exposure"] == 0.25
-
-
-def test_split_adjustment_puts_earlier_bars_on_todays_terms() -> None:
-    bars = daily([(400, 404, 396, 400, 1000)] * 2 + [(100, 101, 99, 100, 4000)] * 2)
-    split = bars_module.Split("T", bars_module.dt.date.fromordinal(int(bars.session[2])), 1, 4)
-    adjusted = bars_module.adjust(bars, [split])
-    assert adjusted.close.tolist() == [100, 100, 100, 100]
-    assert adjusted.volume.tolist() == [4000] * 4
-    assert bars_module.adjust(bars, []) is bars
-
-
-def test_warm_up_reads_enough_sessions_before_the_start() -> None:
-    start = bars_module.dt.date(2024, 3, 4)
-    assert warmup_start(start, "1d", 60) < start - bars_module.dt.timedelta(days=60)
-    first = warmup_start(start, "5m", 100)  # 100 five-minute bars: two sessions, plus one spare
-    assert first == bars_module.dt.date(2024, 2, 28)

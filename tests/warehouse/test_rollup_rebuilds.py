@@ -9,15 +9,21 @@ import psycopg
 import pytest
 
 from marketbars.market.calendar import NEW_YORK
-from marketbars.operators.flatfile_download import FlatFileDownloadOperator
-from marketbars.operators.flatfile_load import FlatFileLoadOperator
-from marketbars.operators.rest_fill import RestFillOperator
 from marketbars.warehouse.migrations import migrate
 from marketbars.warehouse.rollup_rebuilds import pending_rollups, rebuild_rollups
 from sandbox import market
 from sandbox.rest_server import RestServer
 from sandbox.services import S3Server
-from tests.helpers import ROLLUP_WIDTHS, load_file, publish, reference_rollups, warehouse_bars
+from tests.helpers import (
+    ROLLUP_WIDTHS,
+    download,
+    fill,
+    load,
+    load_file,
+    publish,
+    reference_rollups,
+    warehouse_bars,
+)
 
 pytestmark = pytest.mark.integration
 EARLY_CLOSE = dt.date(2024, 11, 29)
@@ -42,14 +48,8 @@ def assert_rollups_follow_the_minutes(conn: psycopg.Connection, day: dt.date, cl
 
 
 def load_with_operators(s3: S3Server, download_dir: Path, day: dt.date, symbols: list[str], dataset="stocks"):
-    common = {"dataset": dataset, "timeframe": "1m", "bucket": s3.bucket, "download_dir": str(download_dir)}
-    files = FlatFileDownloadOperator(task_id="d", sessions=[day.isoformat()], **common).execute({})
-    return FlatFileLoadOperator(task_id="l", files=files, symbols=symbols, **common).execute({"run_id": "t"})
-
-
-@pytest.fixture
-def db_conn(airflow_connections: dict[str, str], conn: psycopg.Connection) -> psycopg.Connection:
-    return conn
+    files = download(s3, download_dir, [day.isoformat()], dataset=dataset)
+    return load(s3, download_dir, files, symbols, dataset=dataset)
 
 
 def test_a_minute_file_load_rebuilds_derived_bars_and_a_rerun_rewrites_nothing(
@@ -133,13 +133,10 @@ def test_rest_fills_and_patches_rebuild_derived_bars_with_vwap(
 ) -> None:
     monday, tuesday = dt.date(2024, 3, 4), dt.date(2024, 3, 5)
 
-    def fill(day: dt.date, patch: bool = False) -> dict:
-        return RestFillOperator(
-            task_id="f", symbol="AAPL", dataset="stocks", sessions={"1m": [day.isoformat()]},
-            requests_per_minute=6000, patch_flatfile_sessions=patch,
-        ).execute({"run_id": "t"})  # fmt: skip
+    def fill_aapl(day: dt.date, patch: bool = False) -> dict:
+        return fill("AAPL", {"1m": [day]}, patch=patch)
 
-    fill(monday)
+    fill_aapl(monday)
     assert_rollups_follow_the_minutes(db_conn, monday, dt.time(16))
     assert all(row[8] is not None for row in derived_bars(db_conn, monday)["1h"])  # REST bars carry vw
 
@@ -149,7 +146,7 @@ def test_rest_fills_and_patches_rebuild_derived_bars_with_vwap(
         "DELETE FROM market.historical_bars WHERE timeframe = '1m' AND ts >= '2024-03-05 15:00+00'"
         " AND ts < '2024-03-05 15:20+00'"
     )
-    assert fill(tuesday, patch=True)["1m"]["patched"] == ["2024-03-05"]
+    assert fill_aapl(tuesday, patch=True)["1m"]["patched"] == ["2024-03-05"]
     assert_rollups_follow_the_minutes(db_conn, tuesday, dt.time(16))
     patched_hour = next(
         row
@@ -200,10 +197,7 @@ def test_a_rebuild_that_never_ran_is_found_and_done(
     migrate(db_conn)
     sample = market.build_file("stocks", "1m", DST_START)
     load_file(db_conn, tmp_path, sample, ["AAPL", "MSFT"])  # a load whose task died before its rebuild
-    RestFillOperator(
-        task_id="f", symbol="NVDA", dataset="stocks", sessions={"1m": [DST_START.isoformat()]},
-        requests_per_minute=6000,
-    ).execute({"run_id": "t"})  # fmt: skip
+    fill("NVDA", {"1m": [DST_START]})
     db_conn.execute("DELETE FROM market.historical_bars WHERE symbol = 'NVDA' AND source = 'rollup'")
     db_conn.execute("UPDATE market.rest_ledger SET rollups_at = NULL")  # ... and a fill's that did too
     assert pending_rollups(db_conn, DST_START) == [
@@ -235,10 +229,7 @@ def test_a_patch_retry_rebuilds_even_when_it_adds_nothing(
     )
 
     def patch() -> dict:
-        return RestFillOperator(
-            task_id="f", symbol="AAPL", dataset="stocks", sessions={"1m": [day.isoformat()]},
-            requests_per_minute=6000, patch_flatfile_sessions=True,
-        ).execute({"run_id": "t"})  # fmt: skip
+        return fill("AAPL", {"1m": [day]}, patch=True)
 
     patch()
     # As if the first attempt died after the patch committed and before its rebuild.
