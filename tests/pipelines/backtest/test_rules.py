@@ -1,0 +1,71 @@
+"""What a backtest_run trigger may ask for, which symbols it covers, and where its report goes."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from marketbars.pipelines.backtest import rules
+
+RUN_DATE = dt.date(2026, 1, 12)
+BASE = {"timeframe": "5m", "lookback_days": 90}
+
+
+def test_an_empty_window_ends_at_the_run_and_looks_back() -> None:
+    request = rules.parse_request(BASE, RUN_DATE)
+    assert (request.start, request.end) == (dt.date(2025, 10, 15), RUN_DATE)
+    assert [d.name for d in request.detectors][:2] == ["breakout_bullish", "breakout_bearish"]
+    chosen = rules.parse_request(
+        {**BASE, "start_date": "2025-12-15", "end_date": "2026-01-09", "detectors": ["breakout_bullish"],
+         "detector_params": {"breakout_bullish": {"lookback": 30}}, "stop_atr": 2},
+        RUN_DATE,
+    )  # fmt: skip
+    assert (chosen.start, chosen.end, chosen.settings.stop_atr) == (
+        dt.date(2025, 12, 15),
+        dt.date(2026, 1, 9),
+        2.0,
+    )
+    assert chosen.overrides == {"breakout_bullish": {"lookback": 30}}
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"start_date": "2026-01-09", "end_date": "2026-01-02"}, "start_date 2026-01-09 is after end_date"),
+        ({"timeframe": "2m"}, "timeframe '2m' is not one of 1m, 5m, 15m, 1h, 4h, 1d"),
+        ({"detectors": ["gamma_squeeze"]}, "gamma_squeeze"),
+        (
+            {"detectors": ["breakout_bullish"], "detector_params": {"mean_reversion_long": {}}},
+            "not in this run",
+        ),
+        ({"detector_params": {"breakout_bullish": {"lookbak": 3}}}, "lookbak"),
+    ],
+)
+def test_bad_params_name_the_problem(params: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        rules.parse_request({**BASE, **params}, RUN_DATE)
+
+
+def test_symbols_come_from_the_request_or_the_watchlists_stocks_and_indices() -> None:
+    watchlist = {"AAPL": "stocks", "I:SPX": "indices", "O:SPY251219C00650000": "options"}
+    assert rules.asset_classes([], watchlist) == {"AAPL": "stocks", "I:SPX": "indices"}
+    assert rules.asset_classes(["MSFT", "I:VIX"], watchlist) == {"MSFT": "stocks", "I:VIX": "indices"}
+    with pytest.raises(ValueError, match="no detector trades option contracts: O:SPY251219C00650000"):
+        rules.asset_classes(["O:SPY251219C00650000"], watchlist)
+    with pytest.raises(ValueError, match="no symbols"):
+        rules.asset_classes([], {"O:SPY251219C00650000": "options"})
+
+
+def test_the_warm_up_reads_further_back_for_a_longer_history() -> None:
+    request = rules.parse_request({**BASE, "start_date": "2025-12-15", "end_date": "2026-01-09"}, RUN_DATE)
+    starts = {
+        d.name: rules.read_start(request.start, request.timeframe, d, None, request.settings)
+        for d in request.detectors
+    }
+    assert all(first < request.start for first in starts.values())
+    assert starts["trend_continuation_long"] < starts["breakout_bullish"]  # 100 bars of history against 21
+
+
+def test_a_run_id_becomes_a_folder_name() -> None:
+    assert rules.folder_name("manual__2026-01-12T20:15:00+00:00") == "manual__2026-01-12T20_15_00_00_00"
