@@ -108,8 +108,8 @@ def _naive_session_bars(rows: Sequence[Sequence[Any]]) -> dict[str, list[tuple]]
     for symbol, ts, open_, high, low, close, volume in rows:
         day = ts.astimezone(NEW_YORK).date()
         if day not in hours:
-            span = session_hours(day) if is_session(day) else None
-            hours[day] = (span.open, span.close) if span else None
+            session = session_hours(day) if is_session(day) else None
+            hours[day] = (session.open, session.close) if session else None
         span = hours[day]
         if span is None or not span[0] <= ts < span[1]:
             continue  # outside the regular session: the engine never sees it
@@ -171,7 +171,8 @@ def _naive_exit(
 ) -> dict[str, Any] | None:
     """The trade an open position closes with on bar ``i`` (the engine's fill rules), or None."""
     ts, _, open_, high, low, close, _ = bar
-    exit_raw = reason = None
+    exit_raw: float = 0.0
+    reason: str | None = None
     if i - position["entry"] == settings.max_hold_bars:
         exit_raw, reason = open_, "max_hold"
     elif low <= position["stop"]:  # the stop first when a bar reaches both

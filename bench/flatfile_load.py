@@ -80,7 +80,12 @@ def _child_project(symbols: list[str], download_dir: str) -> dict[str, Any]:
 
     rollup_rebuilds.rebuild_rollups = timed_rebuild
     bucket = os.environ["AIRFLOW_VAR_MASSIVE_FLATFILES_BUCKET"]
-    common = {"dataset": "stocks", "timeframe": "1m", "bucket": bucket, "download_dir": download_dir}
+    common: dict[str, Any] = {
+        "dataset": "stocks",
+        "timeframe": "1m",
+        "bucket": bucket,
+        "download_dir": download_dir,
+    }
     started = time.perf_counter()
     files = FlatFileDownloadOperator(task_id="download", sessions=[SESSION.isoformat()], **common).execute({})
     downloaded = time.perf_counter()
@@ -315,10 +320,10 @@ def main() -> None:
     checks = _checks({r["scenario"]: r for r in rows})
     for name, ok in checks.items():
         print(f"  {'MET ' if ok else 'MISS'}  {name}")
-    watch = {r["scenario"]: r for r in rows}["project: 20-symbol watchlist, first load"]
+    watched = {r["scenario"]: r for r in rows}["project: 20-symbol watchlist, first load"]
     print(
-        f"  info  20-symbol watchlist, S3 object to committed rows: {watch['seconds']:.2f} s, of which "
-        f"{watch['download_s']:.2f} s S3 (client set-up, HEAD, GET of the whole day's file)"
+        f"  info  20-symbol watchlist, S3 object to committed rows: {watched['seconds']:.2f} s, of which "
+        f"{watched['download_s']:.2f} s S3 (client set-up, HEAD, GET of the whole day's file)"
     )
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)

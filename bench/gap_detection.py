@@ -110,6 +110,7 @@ def main() -> None:
     from marketbars.market import calendar
     from marketbars.pipelines.gaps import rules, tasks
     from marketbars.warehouse import migrations
+    from marketbars.warehouse.connection import one
     from sandbox.services import start_postgres
 
     server = start_postgres(ROOT / ".sandbox" / "pg")
@@ -123,7 +124,7 @@ def main() -> None:
     classes = dict.fromkeys(SYMBOLS, "stocks")
     with db.connect() as conn:
         migrations.migrate(conn)
-        (rows,) = conn.execute("SELECT count(*) FROM market.historical_bars").fetchone()
+        (rows,) = one(conn, "SELECT count(*) FROM market.historical_bars")
         if rows == 0:
             print("loading 50 symbols x 252 sessions of minute and daily bars (once) ...", flush=True)
             started = time.perf_counter()

@@ -110,6 +110,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from marketbars.warehouse import migrations
+    from marketbars.warehouse.connection import one
     from sandbox import market
     from sandbox.rest_server import Faults, rest_server
     from sandbox.services import airflow_env, start_postgres
@@ -129,7 +130,7 @@ def main() -> None:
             run = _project(server, args.per_minute, args.workers) if name == "project" else _baseline(server)
             results[name] = run | _rates(server.log, args.per_minute)
     with db.connect() as conn:
-        (bars,) = conn.execute("SELECT count(*) FROM market.historical_bars WHERE source = 'rest'").fetchone()
+        (bars,) = one(conn, "SELECT count(*) FROM market.historical_bars WHERE source = 'rest'")
 
     bars_total = sum(base.values())
     print(f"\n50 symbols x 5 sessions of minute bars ({bars_total:,} bars); limit {args.per_minute:g}/min,")

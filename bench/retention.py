@@ -48,8 +48,9 @@ def _month(year: int, month: int) -> tuple[dt.datetime, dt.datetime, str]:
     from marketbars.warehouse.partitions import month_bounds
 
     name = f"historical_bars_{year}_{month:02d}"
-    start, end = month_bounds(name)
-    return start, end, name
+    bounds = month_bounds(name)
+    assert bounds is not None, name
+    return bounds[0], bounds[1], name
 
 
 def _fill(conn, year: int, month: int, rows: int) -> int:

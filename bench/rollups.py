@@ -116,6 +116,7 @@ def main() -> None:
 
     from marketbars.market import calendar
     from marketbars.warehouse import migrations, rollup_rebuilds
+    from marketbars.warehouse.connection import one
     from sandbox.services import start_postgres
 
     session = dt.date.fromisoformat(SESSION_TEXT)
@@ -130,9 +131,7 @@ def main() -> None:
         server.create_database(name)
     with server.with_database(name).connect() as conn:
         migrations.migrate(conn)
-        (minutes,) = conn.execute(
-            "SELECT count(*) FROM market.historical_bars WHERE timeframe = '1m'"
-        ).fetchone()
+        (minutes,) = one(conn, "SELECT count(*) FROM market.historical_bars WHERE timeframe = '1m'")
         if minutes == 0:
             print(f"loading a synthetic full-universe minute day ({args.rows:,} rows, once) ...", flush=True)
             minutes = _load_day(conn, work, args.rows)

@@ -246,7 +246,7 @@ def _set(column: str, value: str) -> Callable[[list[str], tuple[str, ...]], None
 _EDITS: dict[str, Callable[[list[str], tuple[str, ...]], None]] = {
     "empty_field": _set("volume", ""),
     "non_numeric": _set("volume", "n/a"),
-    "malformed_row": lambda f, h: f.pop(),
+    "malformed_row": lambda f, h: f.__delitem__(-1),
     "next_day_timestamp": _shift_start(86_400),
     "zero_timestamp": lambda f, h: f.__setitem__(h.index("window_start"), "0"),
     "misaligned_timestamp": _shift_start(30),

@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from marketbars.market.calendar import day_window
+from marketbars.market.calendar import NEW_YORK, day_window
 from sandbox import market
 
 PATH = re.compile(
@@ -260,7 +260,7 @@ def _bound(text: str, end: bool) -> tuple[dt.date, int]:
     """A from/to value: (the New York date it falls on, its millisecond bound)."""
     if text.isdigit():
         ms = int(text)
-        return dt.datetime.fromtimestamp(ms / 1000, market.NEW_YORK).date(), ms
+        return dt.datetime.fromtimestamp(ms / 1000, NEW_YORK).date(), ms
     day = dt.date.fromisoformat(text)
     start, stop = day_window(day)
     return day, int((stop if end else start).timestamp() * 1000) - (1 if end else 0)

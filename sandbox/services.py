@@ -162,7 +162,9 @@ def connection_env(
     return env
 
 
-def airflow_env(airflow_home: Path, project_root: Path, extra: Mapping[str, str] = ()) -> dict[str, str]:
+def airflow_env(
+    airflow_home: Path, project_root: Path, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Environment for running this project's DAGs with Airflow (SQLite metadata in airflow_home)."""
     airflow_home.mkdir(parents=True, exist_ok=True)
     return {
@@ -176,5 +178,5 @@ def airflow_env(airflow_home: Path, project_root: Path, extra: Mapping[str, str]
         # `airflow dags test` cannot run a DAG with a Deadline Alert in Airflow 3.3.2 (see
         # marketbars.pipelines.common.dag_defaults.daily_deadline); the scheduler can.
         "MARKETBARS_DAILY_DEADLINE_MINUTES": "0",
-        **dict(extra),
+        **dict(extra or {}),
     }
