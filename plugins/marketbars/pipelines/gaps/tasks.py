@@ -102,7 +102,7 @@ def detect(params: Mapping[str, Any], dag_run: Any) -> GapPlan:
         still_open = gap_ledger.list_gaps(conn, status="open", symbols=list(classes))
         days = sorted(set(window) | {g.session for g in still_open})
         etags = published_files(classes.values(), days) if days else None
-        if etags is None:
+        if days and etags is None:
             log.warning(REST_ONLY)
         cells = evaluate(conn, classes, days, settings)
         replaced = rules.replaced_cells(ledgers.loaded_files(conn, days), etags or {}, classes)
