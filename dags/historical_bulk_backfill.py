@@ -9,8 +9,8 @@ Loads minute (`1m`) or daily (`1d`) bars for a date range from the vendor's S3 f
   past (a day's file is published the next morning), the range at most ten years.
 - `dataset`: `stocks`, `indices` or `options`.
 - `timeframe`: `1m` (minute aggregates) or `1d` (day aggregates).
-- `symbols`: tickers in the vendor's form (`AAPL`, `I:SPX`, `O:SPY251219C00650000`); empty
-  means the active watchlist of the dataset; `["*"]` loads every ticker in the files.
+- `symbols`: tickers in the vendor's form (`AAPL`, `I:SPX`, `O:SPY251219C00650000`), at most 500;
+  empty means the active watchlist of the dataset; `["*"]` loads every ticker in the files.
 
 **What it does**
 1. `plan_sessions` validates the params and lists the XNYS trading sessions of the range
@@ -62,7 +62,7 @@ with DAG(
             description="1m = minute aggregates, 1d = day aggregates.",
         ),
         "symbols": symbols_param(
-            'Vendor tickers (AAPL, I:SPX, O:...). Empty: the active watchlist. ["*"]: all.'
+            "Vendor tickers (AAPL, I:SPX, O:...). Empty: the active watchlist.", every_ticker=True
         ),
     },
     **dag_header(scheduled=False),

@@ -226,3 +226,14 @@ def test_a_flat_file_without_the_symbol_explains_its_gap(
     )
     status, _kind, _attempts, error = gap_rows(conn)[("ZVZZT", "1m", day)]
     assert status == "unfillable" and "no trading" in error
+
+
+def test_a_ticker_with_a_trailing_newline_is_refused_before_any_gap_or_request(
+    seeded, conn: psycopg.Connection, rest_api: RestServer
+) -> None:
+    before = gap_rows(conn)
+    run = seeded.test(logical_date=RUN, run_conf={"lookback_days": 7, "symbols": ["AAPL\n"]})
+    assert run.state == "failed"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["detect_gaps"] == "failed"
+    assert gap_rows(conn) == before and rest_api.log == []

@@ -77,15 +77,24 @@ def test_backfill_run_loads_the_range_exactly_and_a_rerun_changes_nothing(
 
 
 @pytest.mark.dagrun
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {"start_date": "2024-12-03", "end_date": "2024-11-25", "symbols": ["aapl"]},
+        {"start_date": "2024-11-25", "end_date": "2024-11-26", "symbols": ["AAPL\n"]},  # $ matched before \n
+    ],
+    ids=["reversed-range-and-lowercase", "trailing-newline"],
+)
 def test_a_bad_trigger_fails_at_the_first_task_and_touches_nothing(
     dagbag,
     no_retries,
     airflow_metadata_db: None,
     airflow_connections: dict[str, str],
     conn: psycopg.Connection,
+    conf: dict,
 ) -> None:
     dag = dagbag.dags["historical_bulk_backfill"]
-    run = dag.test(run_conf={"start_date": "2024-12-03", "end_date": "2024-11-25", "symbols": ["aapl"]})
+    run = dag.test(run_conf=conf)
     assert run.state == "failed"
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states["plan_sessions"] == "failed"
@@ -110,3 +119,20 @@ def test_a_single_session_backfill_summarizes_its_only_load(
     assert warehouse_bars(conn) == expected_bars(sample, ["AAPL"])
     summary = {ti.task_id: ti for ti in run.get_task_instances()}["summarize"]
     assert summary.state == "success"
+
+
+def test_a_symbols_list_over_the_limit_is_refused_when_triggered(
+    dagbag, airflow_metadata_db: None, airflow_connections: dict[str, str], conn: psycopg.Connection
+) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = dagbag.dags["historical_bulk_backfill"]
+    too_many = {
+        "start_date": "2024-11-25",
+        "end_date": "2024-11-26",
+        "symbols": [f"A{i}" for i in range(501)],
+    }
+    with pytest.raises(ParamValidationError, match="is too long"):
+        dag.test(run_conf=too_many)
+    assert "At most 500 by name" in dag.params.get_param("symbols").description
+    assert conn.execute("SELECT to_regclass('market.historical_bars')").fetchone() == (None,)

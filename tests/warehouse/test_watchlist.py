@@ -8,10 +8,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from marketbars.market.symbols import TICKER_PATTERNS
 from marketbars.operators.flatfile_download import FlatFileDownloadOperator
 from marketbars.operators.flatfile_load import FlatFileLoadOperator
 from marketbars.warehouse.ledgers import rest_sessions_since
-from marketbars.warehouse.migrations import migrate
+from marketbars.warehouse.migrations import MIGRATIONS_DIR, migrate
 from marketbars.warehouse.watchlist import complete_history, plan_history, symbols_needing_history
 from sandbox import market
 from sandbox.rest_server import RestServer
@@ -39,3 +40,26 @@ def test_history_is_only_done_when_completed_and_rest_ledger_follows_flat_files(
     files = FlatFileDownloadOperator(task_id="d", sessions=[TUE.isoformat()], **common).execute({})
     FlatFileLoadOperator(task_id="l", files=files, symbols=["AAPL"], **common).execute({})
     assert rest_sessions_since(db_conn, MON) == {("MSFT", "1m"): [TUE]}  # AAPL's is a flat file now
+
+
+def test_the_watchlist_refuses_a_symbol_not_in_its_asset_classs_form(
+    warehouse_conn: psycopg.Connection,
+) -> None:
+    for symbol, asset_class in (
+        ("AAPL\n", "stocks"),
+        ("aapl", "stocks"),
+        ("SPX", "indices"),
+        ("AAPL", "options"),
+    ):
+        with pytest.raises(psycopg.errors.CheckViolation):
+            warehouse_conn.execute(
+                "INSERT INTO market.watchlist (symbol, asset_class) VALUES (%s, %s)", (symbol, asset_class)
+            )
+    warehouse_conn.execute("INSERT INTO market.watchlist (symbol, asset_class) VALUES ('BRK.B', 'stocks')")
+
+
+def test_the_watchlists_check_is_the_ticker_forms_of_the_code() -> None:
+    """The migration repeats market.symbols.TICKER_PATTERNS in SQL: they must not drift apart."""
+    text = (MIGRATIONS_DIR / "0007_watchlist_ticker_forms.sql").read_text()
+    for asset_class, pattern in TICKER_PATTERNS.items():
+        assert f"asset_class = '{asset_class}' AND symbol ~ '\\A{pattern.pattern}\\Z'" in text

@@ -12,7 +12,7 @@ from typing import Any
 from marketbars.backtest import detectors, runner
 from marketbars.backtest.detectors import Detector
 from marketbars.backtest.engine import Settings
-from marketbars.market.symbols import asset_class_of
+from marketbars.market.symbols import asset_class_of, symbol_problems
 
 BACKTEST_CLASSES = ("stocks", "indices")  # no detector trades option contracts
 
@@ -59,7 +59,11 @@ def parse_request(params: Mapping[str, Any], run_date: dt.date) -> BacktestReque
 
 def asset_classes(requested: list[str], watchlist: Mapping[str, str]) -> dict[str, str]:
     """The run's symbols -> asset class: the requested ones, or the active watchlist's stocks and
-    indices. ValueError when there are none, or an option contract is among them."""
+    indices. ValueError when there are none, a ticker is not in its form, or an option contract is
+    among them."""
+    problems = symbol_problems(None, requested, every_ticker=False)
+    if problems:
+        raise ValueError("invalid symbols: " + "; ".join(problems))
     if requested:
         classes = {s: watchlist.get(s) or asset_class_of(s) for s in requested}
     else:

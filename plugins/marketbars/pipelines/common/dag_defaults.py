@@ -10,6 +10,7 @@ from typing import Any
 from airflow.sdk import Param
 
 from marketbars.alerting.channels import DagRunFailureNotifier, FailureAlertNotifier
+from marketbars.market.symbols import ALL_SYMBOLS, MAX_SYMBOLS
 
 OWNER = "market-data"
 START_DATE = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -40,15 +41,22 @@ def dag_header(*, scheduled: bool) -> dict[str, Any]:
     return header
 
 
-def symbols_param(description: str) -> Param:
-    """The ``symbols`` param: a list of vendor tickers, each listed once."""
+def symbols_param(description: str, *, every_ticker: bool = False) -> Param:
+    """The ``symbols`` param: a list of vendor tickers, each listed once, at most ``MAX_SYMBOLS``
+    (the form says so, and how to select every ticker where that is a choice)."""
+    limit = (
+        f'At most {MAX_SYMBOLS} by name; ["{ALL_SYMBOLS}"] selects every ticker.'
+        if every_ticker
+        else (f"At most {MAX_SYMBOLS}.")
+    )
     return Param(
         [],
         type="array",
         items={"type": "string", "minLength": 1, "maxLength": MAX_SYMBOL_CHARS},
         uniqueItems=True,
+        maxItems=MAX_SYMBOLS,
         title="Symbols",
-        description=description,
+        description=f"{description} {limit}",
     )
 
 

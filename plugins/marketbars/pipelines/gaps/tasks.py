@@ -47,13 +47,13 @@ def _connect() -> Connection:
 def _checked_symbols(params: Mapping[str, Any]) -> list[str]:
     from airflow.sdk.exceptions import AirflowFailException
 
-    from marketbars.market.symbols import asset_class_of, symbol_problems
+    from marketbars.market.symbols import symbol_problems
 
     lookback = int(params["lookback_days"])
     if not 1 <= lookback <= 366:
         raise AirflowFailException(f"lookback_days={lookback} must be between 1 and 366")
     requested = list(params.get("symbols") or [])
-    problems = [p for s in requested for p in symbol_problems(asset_class_of(s), [s])]
+    problems = symbol_problems(None, requested, every_ticker=False)
     if problems:
         raise AirflowFailException("invalid symbols: " + "; ".join(problems))
     return requested
