@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from marketbars.massive.s3_hook import FlatFileDownloadError, MassiveFlatFilesHook, local_path
+from marketbars.massive.local_copies import local_path
+from marketbars.massive.s3_hook import FlatFileDownloadError, MassiveFlatFilesHook
 from sandbox import market
 from sandbox.services import S3Server
 from tests.helpers import publish
@@ -82,3 +88,36 @@ def test_an_object_replaced_between_stat_and_fetch_fails_without_leaving_a_parti
     with pytest.raises(FlatFileDownloadError, match="was replaced while it was being fetched"):
         hook.fetch(stale, download_dir)
     assert [p for p in download_dir.rglob("*") if p.is_file()] == []
+
+
+def test_a_download_cleans_up_what_a_killed_attempt_left_of_the_same_key_and_nothing_else(
+    hook: MassiveFlatFilesHook, s3: S3Server, download_dir: Path
+) -> None:
+    sample = market.build_file("stocks", "1m", DAY)
+    publish(s3, sample)
+    remote = hook.stat("stocks", "1m", DAY)
+    folder = local_path(download_dir, remote).parent
+    folder.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid is free: a task killed mid-download on this host
+    old = time.time() - 3600
+    partials = {
+        f".{DAY}.{remote.etag}.csv.gz.{socket.gethostname()}-{dead.pid}-0a1b2c3d.part": None,  # ours, dead
+        f".{DAY}.{remote.etag}.csv.gz.{dead.pid}-1a1b2c3d.part": old,  # the old naming, an hour old
+        f".{DAY}.oldetag.csv.gz.other-host-77-2a1b2c3d.part": old,  # another host's, an hour old
+        f".{DAY}.{remote.etag}.csv.gz.other-host-78-3a1b2c3d.part": None,  # another host's, in progress
+        f".{DAY}.{remote.etag}.csv.gz.{socket.gethostname()}-{os.getpid()}-4a1b2c3d.part": None,  # alive
+        ".2024-03-06.abc.csv.gz.other-host-79-5a1b2c3d.part": old,  # another key: not this download's
+    }
+    for name, mtime in partials.items():
+        (folder / name).write_bytes(b"x" * 100)
+        if mtime is not None:
+            os.utime(folder / name, (mtime, mtime))
+    hook.fetch(remote, download_dir)
+    assert sorted(p.name for p in folder.glob(".*.part")) == sorted(
+        [
+            f".{DAY}.{remote.etag}.csv.gz.other-host-78-3a1b2c3d.part",
+            f".{DAY}.{remote.etag}.csv.gz.{socket.gethostname()}-{os.getpid()}-4a1b2c3d.part",
+            ".2024-03-06.abc.csv.gz.other-host-79-5a1b2c3d.part",
+        ]
+    )

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
-import re
-import uuid
 from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
@@ -15,9 +14,12 @@ from airflow.sdk import BaseHook
 
 from marketbars.market.provenance import FileVersion
 from marketbars.massive.flatfiles import DEFAULT_BUCKET, month_prefixes, object_key
+from marketbars.massive.local_copies import abandoned_partials, local_path, partial_path
 
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+log = logging.getLogger(__name__)
 
 # botocore's own retries for throttling and 5xx on every call (the task retries on top of this).
 BOTO_CONFIG = {
@@ -30,14 +32,6 @@ CHUNK_BYTES = 1 << 20
 
 class FlatFileDownloadError(RuntimeError):
     """A download that did not produce the object's exact bytes. Retrying may succeed."""
-
-
-def local_path(download_dir: Path, version: FileVersion) -> Path:
-    """Where a version is cached: the ETag is in the name, so a replaced object never matches."""
-    key = Path(version.key)
-    tag = re.sub(r"[^A-Za-z0-9-]", "", version.etag) or "noetag"
-    name = key.name.removesuffix(".csv.gz")
-    return download_dir / key.parent / f"{name}.{tag}.csv.gz"
 
 
 class MassiveFlatFilesHook(BaseHook):
@@ -112,7 +106,10 @@ class MassiveFlatFilesHook(BaseHook):
         if target.is_file() and target.stat().st_size == version.size:
             return target, True
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part")
+        for abandoned in abandoned_partials(target):  # left by an attempt killed mid-download
+            log.info("removing %s: a download of %s that was cut short", abandoned.name, version.key)
+            abandoned.unlink(missing_ok=True)
+        partial = partial_path(target)
         try:
             self._download(version, partial)
             partial.replace(target)

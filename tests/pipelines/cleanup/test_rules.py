@@ -68,6 +68,7 @@ def test_only_the_downloads_own_names_older_than_a_day_are_stale(tmp_path: Path)
     files = {
         "2025-11-18.abc123.csv.gz": old,  # a cached download never loaded
         ".2025-11-18.abc123.csv.gz.4242-0a1b2c3d.part": old,  # an abandoned partial download
+        ".2025-11-18.abc123.csv.gz.worker-2.local-4242-0b1b2c3d.part": old,  # ... named with its host
         "2025-11-20.def456.csv.gz": now - dt.timedelta(hours=2),  # recent: may be in use
         ".2025-11-20.def456.csv.gz.4343-0a1b2c3d.part": now - dt.timedelta(minutes=1),  # downloading
         "notes.txt": old,  # not ours
@@ -80,5 +81,6 @@ def test_only_the_downloads_own_names_older_than_a_day_are_stale(tmp_path: Path)
     stale = retention.stale_files([tmp_path, tmp_path / "missing"], now)
     assert sorted(p.name for p in stale) == [
         ".2025-11-18.abc123.csv.gz.4242-0a1b2c3d.part",
+        ".2025-11-18.abc123.csv.gz.worker-2.local-4242-0b1b2c3d.part",
         "2025-11-18.abc123.csv.gz",
     ]

@@ -8,12 +8,12 @@ dropped (cheap whatever their size); the one that straddles it is trimmed row by
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from marketbars.market.calendar import NEW_YORK
+from marketbars.massive.local_copies import CACHED_NAME, PARTIAL_NAME
 from marketbars.warehouse.partitions import Partition
 
 MIN_RETENTION_DAYS = 30  # a guard against a typo wiping the warehouse
@@ -24,11 +24,6 @@ LEDGER_TABLES: dict[str, tuple[str, ...]] = {
     "ledgers": ("ingest_ledger", "rest_ledger", "backfill_gaps"),
     "backtests": ("backtest_runs",),
 }
-# The names the download hook writes (marketbars.massive.s3_hook): a cached version
-# "<session>.<etag>.csv.gz" and a download in progress ".<name>.<pid>-<hex>.part". Nothing else
-# in the folder is touched.
-_CACHED = re.compile(r"^\d{4}-\d{2}-\d{2}\.[A-Za-z0-9-]+\.csv\.gz$")
-_PARTIAL = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.part$")
 
 
 @dataclass(frozen=True)
@@ -97,7 +92,7 @@ def stale_files(
         if not root.is_dir():
             continue
         for path in root.rglob("*"):
-            if not (_CACHED.match(path.name) or _PARTIAL.match(path.name)):
+            if not (CACHED_NAME.fullmatch(path.name) or PARTIAL_NAME.fullmatch(path.name)):
                 continue
             try:
                 if path.is_file() and not path.is_symlink() and path.stat().st_mtime < horizon:
