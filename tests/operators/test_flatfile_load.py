@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import re
 from pathlib import Path
 
 import psycopg
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from marketbars.massive.csv_reader import CorruptFlatFileError
-from marketbars.operators.flatfile_load import FlatFileLoadError, FlatFileLoadOperator
+from marketbars.operators.flatfile_load import FlatFileLoadOperator
 from sandbox import market
 from sandbox.services import S3Server
 from tests.helpers import download, expected_bars, load, publish, quarantined_lines, warehouse_bars
@@ -84,23 +84,39 @@ def test_a_truncated_object_fails_clearly_commits_nothing_and_leaves_no_file(
     sample = market.build_file("stocks", "1m", DAY)
     s3.client().put_object(Bucket=s3.bucket, Key=sample.key, Body=sample.body[: len(sample.body) * 2 // 3])
     files = download(s3, download_dir, [DAY.isoformat()])
-    with pytest.raises(
-        CorruptFlatFileError,
-        match=r"minute_aggs_v1/2024/11/2024-11-29\.csv\.gz \(ETag \w+\): truncated or corrupt gzip",
-    ):
+    # Downloaded again once, still corrupt: the vendor's object is, and no retry of the same ETag helps.
+    with pytest.raises(AirflowFailException) as failed:
         load(s3, download_dir, files, WATCHLIST)
+    message = str(failed.value)
+    assert re.search(
+        r"minute_aggs_v1/2024/11/2024-11-29\.csv\.gz \(ETag \w+\): truncated or corrupt gzip", message
+    )
+    assert "The vendor's object is corrupt" in message and "gap_detection_and_retry" in message
     assert loaded_db.execute("SELECT count(*) FROM market.historical_bars").fetchone() == (0,)
     assert loaded_db.execute("SELECT count(*) FROM market.ingest_ledger").fetchone() == (0,)
     assert loaded_db.execute("SELECT count(*) FROM market.quarantine").fetchone() == (0,)
-    assert [p for p in download_dir.rglob("*") if p.is_file()] == []  # the retry downloads it again
+    assert [p for p in download_dir.rglob("*") if p.is_file()] == []  # a replaced version is fetched anew
 
 
 def test_a_zero_byte_object_fails_clearly(
     loaded_db: psycopg.Connection, s3: S3Server, download_dir: Path
 ) -> None:
     s3.client().put_object(Bucket=s3.bucket, Key=market.build_file("stocks", "1m", DAY).key, Body=b"")
-    with pytest.raises(CorruptFlatFileError, match=r"the file is empty \(0 bytes\)"):
+    with pytest.raises(AirflowFailException, match=r"the file is empty \(0 bytes\)"):
         load(s3, download_dir, download(s3, download_dir, [DAY.isoformat()]), WATCHLIST)
+
+
+def test_a_local_copy_damaged_after_its_download_is_fetched_again_and_loads(
+    loaded_db: psycopg.Connection, s3: S3Server, download_dir: Path
+) -> None:
+    sample = market.build_file("stocks", "1m", DAY)
+    publish(s3, sample)
+    files = download(s3, download_dir, [DAY.isoformat()])
+    path = Path(files[0]["path"])
+    path.write_bytes(b"\x1f\x8b" + bytes(len(sample.body) - 2))  # same size, not a gzip stream
+    [result] = load(s3, download_dir, files, WATCHLIST)
+    assert result["action"] == "loaded"
+    assert warehouse_bars(loaded_db) == expected_bars(sample, WATCHLIST)
 
 
 def test_header_drift_fails_without_retry_and_commits_nothing(
@@ -163,7 +179,8 @@ def test_one_bad_file_does_not_stop_the_rest_of_its_batch(
     text = gzip.decompress(drifted.body).decode().replace("transactions", "trades", 1)
     s3.client().put_object(Bucket=s3.bucket, Key=drifted.key, Body=gzip.compress(text.encode()))
     files = download(s3, download_dir, [d.isoformat() for d in days])
-    with pytest.raises(FlatFileLoadError, match="2 of 3 files did not load cleanly") as error:
+    # Both are the data's problems (a corrupt object, a new format): no retry can fix them.
+    with pytest.raises(AirflowFailException, match="2 of 3 files did not load cleanly") as error:
         load(s3, download_dir, files, WATCHLIST)
     assert "2024-11-27 s3://" in str(error.value) and "truncated or corrupt" in str(error.value)
     assert "2024-11-29 s3://" in str(error.value) and "header drift" in str(error.value)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,38 @@ BOTO_CONFIG = {
     "read_timeout": 120,
 }
 CHUNK_BYTES = 1 << 20
+
+
+# Answers no retry can change: bad credentials or permissions, a wrong endpoint or bucket.
+_REFUSED_STATUS = frozenset({400, 401, 403, 405, 501})
+_REFUSED_CODES = frozenset(
+    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NotImplemented", "NoSuchBucket",
+     "InvalidBucketName", "AuthorizationHeaderMalformed", "InvalidToken"}
+)  # fmt: skip
+
+
+class FlatFileAccessError(RuntimeError):
+    """The endpoint refused the request for good (credentials, permissions, endpoint or bucket):
+    a retry would send the same request. Timeouts, resets, 5xx and throttling are not this."""
+
+
+@contextmanager
+def _refusals(url: str) -> Iterator[None]:
+    """Turn the endpoint's permanent refusals into FlatFileAccessError, naming the object."""
+    from botocore.exceptions import ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = exc.response.get("Error", {}).get("Code")
+        if status in _REFUSED_STATUS or code in _REFUSED_CODES:
+            raise FlatFileAccessError(
+                f"{url}: the endpoint refused the request (HTTP {status} {code}): check the massive_s3 "
+                "connection's keys and endpoint_url and the massive_flatfiles_bucket Variable; retrying "
+                "will not help"
+            ) from exc
+        raise
 
 
 class FlatFileDownloadError(RuntimeError):
@@ -67,7 +100,8 @@ class MassiveFlatFilesHook(BaseHook):
     def stat(self, dataset: str, timeframe: str, session: dt.date) -> FileVersion | None:
         """The current version of a session's file, or None when it does not exist (yet)."""
         key = object_key(dataset, timeframe, session)
-        head = self.s3.head_object(key=key, bucket_name=self.bucket)
+        with _refusals(self.url(key)):
+            head = self.s3.head_object(key=key, bucket_name=self.bucket)
         if head is None:
             return None
         return FileVersion(
@@ -83,9 +117,12 @@ class MassiveFlatFilesHook(BaseHook):
     def objects(self, prefix: str) -> dict[str, str]:
         """key -> ETag (without quotes) of the objects under a prefix."""
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        return {
-            item["Key"]: str(item["ETag"]).strip('"') for page in pages for item in page.get("Contents", [])
-        }
+        with _refusals(self.url(prefix)):
+            return {
+                item["Key"]: str(item["ETag"]).strip('"')
+                for page in pages
+                for item in page.get("Contents", [])
+            }
 
     def published(self, datasets: Iterable[str], sessions: Iterable[dt.date]) -> dict[str, str]:
         """key -> ETag of every file of these datasets (both timeframes) in the sessions' months:

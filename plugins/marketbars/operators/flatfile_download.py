@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
 
 from marketbars.market.provenance import FileVersionXCom
 from marketbars.massive.flatfiles import DEFAULT_BUCKET
@@ -42,7 +43,10 @@ class FlatFileDownloadOperator(BaseOperator):
     * a trading session whose object is missing: the task fails naming every missing key, after
       fetching the others, so a retry (files publish ~11:00 ET the next day) resumes cheaply;
     * otherwise a local copy whose size and ETag match the object: an existing copy is reused,
-      a new one is streamed to a temporary name and renamed into place (never half-written).
+      a new one is streamed to a temporary name and renamed into place (never half-written);
+    * a refusal no retry can change (bad credentials, a wrong endpoint or bucket: HTTP 400, 401,
+      403, 405, 501) fails the task at once, without retries; timeouts, resets, 5xx and throttling
+      are retried (by botocore, then by the task).
 
     Returns (XCom) per session a ``DownloadedFile`` (the file version, status and local path) or a
     ``SkippedSession``.
@@ -78,6 +82,14 @@ class FlatFileDownloadOperator(BaseOperator):
         self.aws_conn_id = aws_conn_id
 
     def execute(self, context: Context) -> list[DownloadedFile | SkippedSession]:
+        from marketbars.massive.s3_hook import FlatFileAccessError
+
+        try:
+            return self._download_all()
+        except FlatFileAccessError as exc:  # credentials or configuration: no retry can change it
+            raise AirflowFailException(str(exc)) from exc
+
+    def _download_all(self) -> list[DownloadedFile | SkippedSession]:
         from marketbars.market.calendar import is_session
         from marketbars.massive.flatfiles import object_key
         from marketbars.massive.s3_hook import MassiveFlatFilesHook

@@ -165,7 +165,7 @@ class FlatFileLoadOperator(BaseOperator):
         )
 
     def _load_one(self, conn: Connection, version: FileVersion, path: Path, run_id: str | None) -> LoadResult:
-        from marketbars.massive.csv_reader import CorruptFlatFileError, FlatFileReader, HeaderDriftError
+        from marketbars.massive.csv_reader import CorruptFlatFileError
         from marketbars.warehouse import file_loads, partitions
 
         current = file_loads.current_load(conn, version, self.symbols)
@@ -179,23 +179,19 @@ class FlatFileLoadOperator(BaseOperator):
             if self.timeframe == "1m" and not current.rollups_current:  # an earlier rebuild was cut short
                 self._roll_up(conn, version.session)
             return self._result(version, "current", current)
-        path = self._local_copy(version, path)
-        reader = FlatFileReader(
-            path,
-            dataset=self.dataset,
-            timeframe=self.timeframe,
-            session=version.session,
-            symbols=self.symbols,
-            source=f"{self._url(version.key)} (ETag {version.etag})",
-        )
         partitions.ensure_partitions(conn, version.session, version.session)
         try:
-            counts = file_loads.replace_session(conn, version, self.symbols, reader, run_id)
-        except HeaderDriftError as exc:
-            raise AirflowFailException(str(exc)) from exc
-        except CorruptFlatFileError:
-            path.unlink(missing_ok=True)  # the retry downloads it again
-            raise
+            counts = self._replace(conn, version, self._local_copy(version, path), run_id)
+        except CorruptFlatFileError as exc:  # this copy may have been damaged after its download
+            self.log.warning("%s; downloading it again once", exc)
+            try:
+                counts = self._replace(conn, version, self._local_copy(version, path), run_id)
+            except CorruptFlatFileError as again:
+                raise AirflowFailException(
+                    f"{again}. The vendor's object is corrupt: a fresh download of the same version fails "
+                    "the same way, so no retry can help. gap_detection_and_retry loads the session again "
+                    "once the vendor replaces the object (a new ETag)."
+                ) from again
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(counts.reasons.items()))
         self.log.info(
             "%s %s: loaded %s rows, quarantined %s%s, of %s lines in the file, in %.2f s",
@@ -226,6 +222,27 @@ class FlatFileLoadOperator(BaseOperator):
             "etag": version.etag,
         }
 
+    def _replace(self, conn: Connection, version: FileVersion, path: Path, run_id: str | None) -> LoadCounts:
+        """Load one local copy; a copy found corrupt is deleted (the next read fetches it again)."""
+        from marketbars.massive.csv_reader import CorruptFlatFileError, FlatFileReader, HeaderDriftError
+        from marketbars.warehouse import file_loads
+
+        reader = FlatFileReader(
+            path,
+            dataset=self.dataset,
+            timeframe=self.timeframe,
+            session=version.session,
+            symbols=self.symbols,
+            source=f"{self._url(version.key)} (ETag {version.etag})",
+        )
+        try:
+            return file_loads.replace_session(conn, version, self.symbols, reader, run_id)
+        except HeaderDriftError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        except CorruptFlatFileError:
+            path.unlink(missing_ok=True)
+            raise
+
     def _roll_up(self, conn: Connection, session: dt.date) -> None:
         from marketbars.warehouse import rollup_rebuilds
 
@@ -240,10 +257,13 @@ class FlatFileLoadOperator(BaseOperator):
 
     def _local_copy(self, version: FileVersion, path: Path) -> Path:
         """The downloaded file, fetched again when this worker does not have it."""
-        from marketbars.massive.s3_hook import MassiveFlatFilesHook
+        from marketbars.massive.s3_hook import FlatFileAccessError, MassiveFlatFilesHook
 
         if path.is_file() and path.stat().st_size == version.size:
             return path
         self.log.info("%s is not on this worker: fetching it again", path)
         hook = MassiveFlatFilesHook(aws_conn_id=self.aws_conn_id, bucket=self.bucket)
-        return hook.fetch(version, Path(self.download_dir))[0]
+        try:
+            return hook.fetch(version, Path(self.download_dir))[0]
+        except FlatFileAccessError as exc:  # credentials or configuration: no retry can change it
+            raise AirflowFailException(str(exc)) from exc

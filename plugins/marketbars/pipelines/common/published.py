@@ -18,17 +18,21 @@ REST_ONLY = (
 
 def published_files(datasets: Iterable[str], sessions: Iterable[dt.date]) -> dict[str, str] | None:
     """key -> ETag of the flat files of these datasets in the sessions' months (one LIST per dataset,
-    timeframe and month); None when no ``massive_s3`` connection is configured (``REST_ONLY``)."""
-    from airflow.sdk.exceptions import AirflowNotFoundException
+    timeframe and month); None when no ``massive_s3`` connection is configured (``REST_ONLY``).
+    A refusal no retry can change (credentials, endpoint, bucket) fails the task at once."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
-    from marketbars.massive.s3_hook import MassiveFlatFilesHook
+    from marketbars.massive.s3_hook import FlatFileAccessError, MassiveFlatFilesHook
 
     hook = MassiveFlatFilesHook(bucket=settings.BUCKET.get())
     try:
         hook.get_connection(hook.aws_conn_id)
     except AirflowNotFoundException:
         return None
-    return hook.published(datasets, sessions)
+    try:
+        return hook.published(datasets, sessions)
+    except FlatFileAccessError as exc:
+        raise AirflowFailException(str(exc)) from exc
 
 
 def exists_in(published: Mapping[str, str] | None) -> ObjectExists | None:
