@@ -119,3 +119,30 @@ def test_a_holiday_run_does_nothing(dagbag, no_retries, daily_setup, conn: psyco
     assert run.state == "success"
     assert daily_setup.log == []
     assert conn.execute("SELECT count(*) FROM market.historical_bars").fetchone() == (2,)
+
+
+@pytest.mark.dagrun
+def test_a_newcomer_whose_history_rest_has_no_bars_for_stays_incomplete_until_it_is_explained(
+    dagbag, no_retries, daily_setup, conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_MASSIVE_S3")  # every history session through REST
+    history = calendar.sessions_between(dt.date(2024, 11, 20), RUN_DATE)[-4:]
+    daily_setup.faults.empty_sessions = {("MSFT", history[1])}  # answered with "results": null
+    dag = dagbag.dags["watchlist_daily_backfill"]
+
+    def completed() -> list[tuple]:
+        return conn.execute(
+            "SELECT symbol, completed_at IS NOT NULL FROM market.watchlist_history"
+        ).fetchall()
+
+    assert dag.test(logical_date=_logical(RUN_DATE), run_conf={"days": 1}).state == "success"
+    assert completed() == [("MSFT", False)]  # its history is not all there: the next run tries again
+    # The gap DAG explains the session (the vendor has nothing for it): the history is as complete as it gets.
+    for timeframe in ("1m", "1d"):
+        conn.execute(
+            "INSERT INTO market.backfill_gaps (symbol, timeframe, session_date, status, kind, expected,"
+            " found) VALUES ('MSFT', %s, %s, 'unfillable', 'missing', 1, 0)",
+            (timeframe, history[1]),
+        )
+    assert dag.test(logical_date=_logical(RUN_DATE), run_conf={"days": 1}).state == "success"
+    assert completed() == [("MSFT", True)]

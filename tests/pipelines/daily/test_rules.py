@@ -145,3 +145,10 @@ def test_recent_rest_sessions_are_loaded_from_their_flat_file_once_it_is_out() -
     assert all(
         w["sessions"] == {"1m": ["2024-11-27"], "1d": ["2024-11-27"]} for w in plan.rest
     )  # no REST again
+
+
+def test_a_newcomer_is_established_once_its_work_happened_and_every_rest_gap_is_explained() -> None:
+    gaps = {"MSFT": ["1m 2024-11-25", "1d 2024-11-25"], "NVDA": ["1m 2024-11-26"]}
+    explained = {"MSFT 1m 2024-11-25", "MSFT 1d 2024-11-25"}
+    assert daily.established(["AMD", "MSFT", "NVDA", "IBM"], {"IBM"}, gaps, explained) == ["AMD", "MSFT"]
+    assert daily.established(["MSFT"], set(), gaps, {"MSFT 1m 2024-11-25"}) == []  # 1d still open

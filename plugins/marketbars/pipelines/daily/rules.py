@@ -185,6 +185,19 @@ def _batched(dataset: str, timeframe: str, flat: Mapping[Selection, list[dt.date
     ]
 
 
+def established(
+    new_symbols: Iterable[str], failed: set[str], gaps: Mapping[str, list[str]], explained: set[str]
+) -> list[str]:
+    """The newcomers whose initial history is done: all of their work happened, and every session
+    REST had no bars for is explained (``explained``: "SYMBOL TIMEFRAME SESSION" labels of gaps the
+    gap DAG found unfillable). The others stay planned, and the next run tries them again."""
+    return [
+        symbol
+        for symbol in new_symbols
+        if symbol not in failed and all(f"{symbol} {gap}" in explained for gap in gaps.get(symbol, []))
+    ]
+
+
 def summary_lines(rows: Iterable[tuple[str, str, str, int, int]], gaps: Mapping[str, list[str]]) -> list[str]:
     """The per-symbol summary: sessions and bars by timeframe and source, and the REST gaps."""
     table: dict[str, dict[str, str]] = {}

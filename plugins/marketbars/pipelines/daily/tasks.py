@@ -77,11 +77,12 @@ def _log_plan(routed: rules.DailyPlan) -> None:
 
 def summarize(routed: Mapping[str, Any] | None, loads: Any, fills: Any) -> dict[str, Any]:
     """Log the per-symbol summary; fail when planning failed or planned work did not happen. A new
-    symbol is established once all of its history loaded; otherwise the next run retries it."""
+    symbol is established once all of its history loaded or is explained; otherwise the next run
+    retries it."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from marketbars.pipelines.common.mapping import outputs
-    from marketbars.warehouse import bars, watchlist
+    from marketbars.warehouse import bars, gap_ledger, watchlist
     from marketbars.warehouse.hook import WarehouseHook
 
     if routed is None:
@@ -89,11 +90,18 @@ def summarize(routed: Mapping[str, Any] | None, loads: Any, fills: Any) -> dict[
     gaps, missing, failed = rules.check_results(routed, outputs(loads, each=list), outputs(fills, each=dict))
     window = routed["history"] or routed["refresh"]
     rows: list[tuple[str, str, str, int, int]] = []
+    done: list[str] = []
     if window:
         with WarehouseHook().connect() as conn:
             first, last = dt.date.fromisoformat(window[0]), dt.date.fromisoformat(window[-1])
             rows = bars.bars_by_symbol(conn, routed["symbols"], first, last)
-            watchlist.complete_history(conn, [s for s in routed["new_symbols"] if s not in failed])
+            new = routed["new_symbols"]
+            unfillable = gap_ledger.list_gaps(conn, status="unfillable", symbols=new) if gaps else []
+            explained = {f"{g.symbol} {g.timeframe} {g.session}" for g in unfillable}
+            done = rules.established(new, failed, gaps, explained)
+            watchlist.complete_history(conn, done)
+    for symbol in sorted(set(routed["new_symbols"]) - set(done)):
+        log.warning("%s: its initial history is not complete yet; the next run tries again", symbol)
     for line in rules.summary_lines(rows, gaps):
         log.info(line)
     if gaps:
