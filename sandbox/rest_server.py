@@ -57,6 +57,7 @@ class Faults:
     extra_bars: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # appended to an answer
     enforce_per_minute: float = 0  # the plan's limit, enforced like the vendor: 429 + Retry-After (0: none)
     burst: float = 2  # requests the enforced limit lets through back to back
+    echo_key: bool = False  # error answers and next_url quote the request's key back (as proxies do)
 
 
 @dataclass
@@ -103,6 +104,8 @@ class _Handler(BaseHTTPRequestHandler):
             state.count += 1
             number = state.count
         status, body, headers = self._answer(state, match, ticker, key, query, number)
+        if state.faults.echo_key:
+            body = _echo(body, status, key, parts.path)
         state.log.append(
             LoggedRequest(time.monotonic(), ticker, parts.path, query, status, body.get("error"))
         )
@@ -224,6 +227,17 @@ class _Handler(BaseHTTPRequestHandler):
                 headers,
             )
         return 500, {"status": "ERROR", "request_id": request_id, "error": "internal error"}, {}
+
+
+def _echo(body: dict[str, Any], status: int, key: str, path: str) -> dict[str, Any]:
+    """The answer as a careless proxy or server gives it: the request, key included, quoted back."""
+    if "next_url" in body:
+        body = {**body, "next_url": f"{body['next_url']}&apiKey={key}"}
+    if status >= 400:
+        quoted = f"request {path}?apiKey={key} (Authorization: Bearer {key})"
+        body = {**body, "error": f"{body.get('error') or body.get('message') or 'refused'}: {quoted}"}
+        body["message"] = body["error"]
+    return body
 
 
 def _page(

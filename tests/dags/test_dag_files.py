@@ -1,4 +1,4 @@
-"""DAG integrity, and full runs of historical_bulk_backfill through Airflow's dag.test()."""
+"""The DAG files as Airflow parses them: ids, params, schedules, instance names, alerts, light imports."""
 
 from __future__ import annotations
 

@@ -1,8 +1,13 @@
-"""DAG integrity, and full runs of historical_bulk_backfill through Airflow's dag.test()."""
+"""watchlist_daily_backfill through dag.test(): routing, newcomers' history, REST only, the key kept out."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
+import os
+import sqlite3
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -146,3 +151,43 @@ def test_a_newcomer_whose_history_rest_has_no_bars_for_stays_incomplete_until_it
         )
     assert dag.test(logical_date=_logical(RUN_DATE), run_conf={"days": 1}).state == "success"
     assert completed() == [("MSFT", True)]
+
+
+@pytest.mark.dagrun
+def test_an_api_key_the_server_echoes_reaches_no_log_exception_database_or_alert(
+    dagbag,
+    no_retries,
+    daily_setup,
+    conn: psycopg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture,
+) -> None:
+    from tests.alerting.test_channels import Webhook
+
+    webhook = Webhook()
+    monkeypatch.setenv("AIRFLOW_CONN_ALERTS_WEBHOOK", json.dumps({"conn_type": "http", "host": webhook.url}))
+    monkeypatch.delenv("AIRFLOW_CONN_MASSIVE_S3")  # every session through REST
+    key = daily_setup.api_key
+    faults = daily_setup.faults
+    faults.echo_key = True  # every error body and next_url below quotes the key back
+    faults.too_many, faults.server_errors, faults.not_authorized = {"AAPL": 1}, {"MSFT": 1}, {"I:SPX"}
+    faults.max_page = 200  # several pages, each next_url carrying the key
+    caplog.set_level(logging.DEBUG)
+
+    run = dagbag.dags["watchlist_daily_backfill"].test(logical_date=_logical(RUN_DATE), run_conf={"days": 1})
+
+    assert run.state == "failed"  # I:SPX's plan does not cover it
+    captured = capfd.readouterr()
+    seen = [captured.out, captured.err, caplog.text, *(r["body"] for r in webhook.requests)]
+    home = Path(os.environ["AIRFLOW_HOME"])
+    seen += [p.read_text(errors="replace") for p in home.rglob("*.log")]
+    with sqlite3.connect(home / "airflow.db") as metadata:  # XCom, rendered fields, task instances ...
+        for (table,) in metadata.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            seen += [repr(row) for row in metadata.execute(f'SELECT * FROM "{table}"')]
+    text = "\n".join(seen)
+    assert "the API refused the request (HTTP 403" in text and "HTTP 429" in text and "HTTP 500" in text
+    assert any("rest_fill" in r["body"] for r in webhook.requests)  # the failed task alerted
+    assert any(len(r.query) == 1 and "cursor" in r.query for r in daily_setup.log)  # pages were followed
+    assert key not in text
+    assert conn.execute("SELECT count(*) FROM market.historical_bars WHERE symbol = 'AAPL'").fetchone()[0] > 0

@@ -104,3 +104,13 @@ def test_a_session_without_results_counts_zero() -> None:
     assert parsed.loaded_by_session == {D: 1, later: 0}
     empty = rest.rest_bars([], ticker="AAPL", dataset="stocks", timeframe="1m", sessions=[D])
     assert (empty.bars.num_rows, empty.loaded_by_session) == (0, {D: 0})
+
+
+def test_the_next_page_is_asked_for_without_a_key_the_server_put_in_its_url() -> None:
+    url = "https://api.massive.com/v2/aggs/ticker/AAPL/range/1/minute/1/2?cursor=YWJj%3D%3D&apiKey=secret-1"
+    assert (
+        rest.next_page_url(url)
+        == "https://api.massive.com/v2/aggs/ticker/AAPL/range/1/minute/1/2?cursor=YWJj%3D%3D"
+    )
+    assert rest.next_page_url("https://api.massive.com/x?APIKEY=s&a=1") == "https://api.massive.com/x?a=1"
+    assert rest.next_page_url(None) is None and rest.next_page_url("") is None

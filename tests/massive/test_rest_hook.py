@@ -84,3 +84,21 @@ def test_a_pagination_that_never_ends_fails_clearly(
     with pytest.raises(AirflowFailException, match=r"AAPL 1m .*pagination does not end"):
         fill("AAPL", {"1m": [TUE]})
     assert len(rest_api.log) == 2
+
+
+def test_a_rejected_key_the_server_echoes_is_not_in_the_error(
+    db_conn: psycopg.Connection,
+    rest_api: RestServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture,
+) -> None:
+    wrong = "wrong-key-Zk42xq"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MASSIVE_API", json.dumps({**rest_api.airflow_connection(), "password": wrong})
+    )
+    rest_api.faults.echo_key = True
+    with pytest.raises(AirflowFailException, match=r"HTTP 401 NOT_AUTHORIZED: .*\*\*\*") as error:
+        fill("AAPL", {"1m": [TUE]})
+    assert [r.status for r in rest_api.log] == [401]  # refused at once, not retried
+    captured = capfd.readouterr()
+    assert wrong not in str(error.value) + captured.out + captured.err

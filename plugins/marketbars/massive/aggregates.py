@@ -11,7 +11,7 @@ import email.utils
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +42,16 @@ def aggregates_path(ticker: str, timeframe: str, start: dt.date, end: dt.date) -
     first = int(calendar.day_window(start)[0].timestamp() * 1000)
     last = int(calendar.day_window(end)[1].timestamp() * 1000) - 1
     return f"/v2/aggs/ticker/{quote(ticker, safe=':')}/range/{multiplier}/{timespan}/{first}/{last}"
+
+
+def next_page_url(next_url: str | None) -> str | None:
+    """The next page's URL without any key a server put in it: the key travels in the Authorization
+    header only, never in a URL that logs, proxies and errors may show."""
+    if not next_url:
+        return None
+    parts = urlsplit(next_url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "apikey"]
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 from airflow.sdk import BaseHook
 
@@ -96,12 +96,28 @@ class MassiveRestHook(BaseHook):
     def session(self) -> requests.Session:
         import requests
 
+        session = requests.Session()
+        session.headers.update({"Authorization": f"Bearer {self._key}", "Accept": "application/json"})
+        return session
+
+    @cached_property
+    def _key(self) -> str:
+        """The API key, registered with Airflow's secrets masker as soon as it is read: whatever
+        prints it afterwards (a log line, a traceback) prints *** instead."""
+        from airflow.sdk.log import mask_secret
+
         key = self.get_connection(self.http_conn_id).password
         if not key:
             raise MassiveNotAuthorizedError(f"connection {self.http_conn_id!r} has no API key (its password)")
-        session = requests.Session()
-        session.headers.update({"Authorization": f"Bearer {key}", "Accept": "application/json"})
-        return session
+        mask_secret(key)
+        return str(key)
+
+    def _quoted(self, text: str) -> str:
+        """Text quoted from an answer, with the key taken out: a server or proxy that echoes the
+        request back must not carry the key into an exception (tracebacks bypass the masker)."""
+        for form in {self._key, quote(self._key, safe=""), quote_plus(self._key)}:
+            text = text.replace(form, "***")
+        return text
 
     def aggregates(self, ticker: str, timeframe: str, start: dt.date, end: dt.date) -> Aggregates:
         """Every bar of ``ticker`` in the sessions start..end (inclusive), unadjusted, oldest first.
@@ -109,7 +125,7 @@ class MassiveRestHook(BaseHook):
         The range is sent as the millisecond bounds of the New York days, so a session's after-hours
         bars (after midnight UTC in winter) are in it however the API reads a bare date.
         """
-        from marketbars.massive.aggregates import MAX_PAGES, PAGE_LIMIT, aggregates_path
+        from marketbars.massive.aggregates import MAX_PAGES, PAGE_LIMIT, aggregates_path, next_page_url
 
         what = f"{ticker} {timeframe} {start}..{end}"
         url: str | None = self.base_url + aggregates_path(ticker, timeframe, start, end)
@@ -122,7 +138,7 @@ class MassiveRestHook(BaseHook):
             if body.get("request_id"):
                 out.request_ids.append(str(body["request_id"]))
             out.delayed |= body.get("status") == "DELAYED"
-            url, params = body.get("next_url"), None  # the cursor in next_url carries the query
+            url, params = next_page_url(body.get("next_url")), None  # the cursor carries the query
             if url is None:
                 break
             here, there = urlsplit(self.base_url), urlsplit(url)
@@ -178,7 +194,10 @@ class MassiveRestHook(BaseHook):
                 raise RetryableApiError(f"{what}: HTTP 200 with an unreadable body") from None
             body = {}
         body = body if isinstance(body, dict) else {}
-        status, message = body.get("status"), body.get("error") or body.get("message") or ""
+        status, message = (
+            body.get("status"),
+            self._quoted(str(body.get("error") or body.get("message") or "")),
+        )
         if response.status_code == 429:
             wait = retry_after_seconds(response.headers.get("Retry-After"))
             if wait is not None:
