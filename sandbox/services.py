@@ -78,7 +78,9 @@ class Postgres:
 def start_postgres(data_dir: Path, *, keep: bool = True) -> Postgres:
     """The server of MARKETBARS_PG_URL, else an embedded one whose data lives in data_dir.
 
-    keep=False stops the embedded server and deletes data_dir when this process exits.
+    The embedded server stops when the last process using it exits (also on SIGTERM, for the
+    launchers that turn it into a normal exit); keep=False also deletes data_dir then, keep=True
+    keeps the data for the next start.
     """
     if os.environ.get(PG_URL_ENV):
         return Postgres(os.environ[PG_URL_ENV])
@@ -87,7 +89,7 @@ def start_postgres(data_dir: Path, *, keep: bool = True) -> Postgres:
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     fresh = not (data_dir / "PG_VERSION").exists()
-    server = pgserver.get_server(data_dir, cleanup_mode=None if keep else "delete")
+    server = pgserver.get_server(data_dir, cleanup_mode="stop" if keep else "delete")
     if fresh:
         server.psql("; ".join(f"ALTER SYSTEM SET {k} = '{v}'" for k, v in PG_TUNING.items()) + ";")
         pg_ctl(["-w", "restart"], pgdata=data_dir, user=server.system_user, timeout=60)

@@ -6,13 +6,14 @@ the Astro CLI would), and prints the UI's address and login. Secrets come from t
 an untracked ``.env`` (``.env.example`` documents each); without them, the connections point at
 the sandbox: an embedded PostgreSQL, an S3 server and a REST server on loopback serving the
 sample market (2025-12-15..2026-01-09), so a backfill triggered from the form runs for real.
-Stop it with Ctrl-C.
+Stop it with Ctrl-C or SIGTERM: either stops everything it started.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -129,7 +130,50 @@ def unpause(
             time.sleep(3)
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends the launcher the way Ctrl-C does, so everything it started is stopped: Airflow's
+    components (their own session, so the terminal's Ctrl-C does not reach them twice), the S3 and
+    REST servers, and the embedded PostgreSQL (at exit, when no other process uses it)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def stop(process: subprocess.Popen, timeout_s: float = 30) -> None:
+    """SIGTERM to the whole process group of ``process``, SIGKILL to what is left after timeout_s;
+    returns once no process of the group runs (or it has had its SIGKILL)."""
+    for signum, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            process.poll()  # reap the group's leader once it exits
+            if not _group_runs(process.pid):
+                return
+            time.sleep(0.5)
+    process.poll()
+
+
+def _group_runs(pgid: int) -> bool:
+    """Whether a process of the group still runs (zombies waiting to be reaped do not count)."""
+    import psutil
+
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
+
+
 def main() -> None:
+    _stop_on_sigterm()
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # its exit-time INFO lines outlive stdout
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -202,12 +246,7 @@ def main() -> None:
         except KeyboardInterrupt:
             pass
         finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
+            stop(process)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
+import psutil
 import pytest
 
 from sandbox.services import free_port, start_postgres
@@ -27,9 +28,34 @@ CHROMIUM = os.environ.get("MARKETBARS_CHROMIUM", "/usr/bin/chromium")
 START, END = dt.date(2025, 12, 17), dt.date(2025, 12, 18)
 
 
+def running(predicate: Callable[[psutil.Process], bool]) -> list[str]:
+    """Command lines of the live (not zombie) processes the predicate picks."""
+    found = []
+    for proc in psutil.process_iter(["status", "cmdline"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and predicate(proc):
+                found.append(" ".join(proc.info["cmdline"] or []))
+        except psutil.Error:
+            continue
+    return found
+
+
+def of_the_ui(proc: psutil.Process) -> bool:
+    """A process of make ui's Airflow (its AIRFLOW_HOME) or the launcher itself."""
+    home = str(ROOT / ".sandbox" / "ui" / "airflow")
+    return proc.environ().get("AIRFLOW_HOME") == home or "sandbox.ui" in " ".join(proc.cmdline())
+
+
+def postgres_of(data_dir: Path) -> Callable[[psutil.Process], bool]:
+    return lambda proc: proc.name() == "postgres" and str(data_dir) in " ".join(proc.cmdline())
+
+
 @pytest.fixture(scope="module")
 def ui() -> Iterator[dict[str, str]]:
-    """`python -m sandbox.ui` on a free port: the README's one command for the local UI."""
+    """`python -m sandbox.ui` on a free port: the README's one command for the local UI. Stopping it
+    (SIGTERM, as a supervisor does) must stop everything it started."""
+    pg_data = ROOT / ".sandbox" / "pg"
+    pg_before = running(postgres_of(pg_data))
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "sandbox.ui", "--port", str(port)],
@@ -51,7 +77,11 @@ def ui() -> Iterator[dict[str, str]]:
         yield found
     finally:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
+        process.wait(timeout=90)
+        left = running(of_the_ui)
+        assert left == [], f"make ui left processes running: {left}"
+        if not pg_before:  # it started the embedded PostgreSQL: it stops it too
+            assert running(postgres_of(pg_data)) == []
 
 
 def test_a_backfill_triggered_from_the_form_runs_and_loads_the_days(ui: dict[str, str]) -> None:
