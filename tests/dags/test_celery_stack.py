@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gzip
 import json
 import os
 import signal
@@ -38,6 +39,7 @@ PG_URL = os.environ.get("MARKETBARS_DIST_PG_URL", "postgresql://postgres@127.0.0
 REDIS_URL = os.environ.get("MARKETBARS_DIST_REDIS_URL", "redis://127.0.0.1:6379/7")
 WATCHLIST = ["AAPL", "AMZN", "DIA", "GOOGL", "IWM", "JPM", "META", "MSFT", "NVDA", "QQQ", "SPY", "TSLA"]
 DAYS = calendar.sessions_between(dt.date(2024, 3, 4), dt.date(2024, 3, 15))
+HEARTBEAT_TIMEOUT_S = 30
 # A DAG that fails slowly: its runs miss a 5-second deadline, and three in a row pause it.
 PROBE = """
 import datetime as dt
@@ -123,7 +125,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     meta_params = meta.params()
     user, host = meta_params.get("user", "postgres"), meta_params.get("host", "127.0.0.1")
     sqlalchemy = f"postgresql+psycopg2://{user}@{host}:{meta_params.get('port', 5432)}/{meta_name}"
-    processes: list[subprocess.Popen] = []
+    processes: dict[str, subprocess.Popen] = {}
     with s3_server() as s3:
         files = [market.build_file("stocks", "1m", day) for day in DAYS]
         publish(s3, *files)
@@ -151,6 +153,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
             "AIRFLOW_CONN_ALERTS_WEBHOOK": json.dumps({"conn_type": "http", "host": webhook.url}),
+            # A task whose worker died stops heartbeating: the scheduler fails it (and retries it)
+            # after this long. Production keeps Airflow's default (300 s).
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT_S),
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_SEC": "5",
         }
         airflow = str(Path(sys.executable).with_name("airflow"))
         subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
@@ -169,14 +175,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             for name, args in components.items():
                 log = (home / f"{name}.log").open("w")
                 component_env = {**env, "MARKETBARS_WORKER_NAME": name}
-                processes.append(
-                    subprocess.Popen(
-                        [airflow, *args],
-                        env=component_env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
+                processes[name] = subprocess.Popen(
+                    [airflow, *args],
+                    env=component_env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             deadline = time.monotonic() + 180
             token = None
@@ -190,13 +194,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             assert token, f"the API server did not come up; see {home / 'api-server.log'}"
             yield {
                 "url": url, "token": token, "warehouse": warehouse, "files": files, "home": home,
-                "webhook": webhook,
+                "webhook": webhook, "s3": s3, "processes": processes,
             }  # fmt: skip
         finally:
-            for process in processes:
+            for process in processes.values():
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGTERM)
-            for process in processes:
+            for process in processes.values():
                 try:
                     process.wait(timeout=60)
                 except subprocess.TimeoutExpired:
@@ -283,3 +287,116 @@ def test_three_failed_runs_pause_the_dag_and_alert_from_the_dag_processor_and_th
         "no deadline alert from the triggerer"
     )
     assert _request(f"{url}/api/v2/dags/ops_probe", token)["is_paused"] is True
+
+
+def _copy_into_the_warehouse(warehouse: Postgres, timeout_s: float = 300) -> int:
+    """The client port of the connection that is COPYing a file's rows into the bars, once one is."""
+    deadline = time.monotonic() + timeout_s
+    with warehouse.connect() as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                """SELECT client_port FROM pg_stat_activity
+                   WHERE datname = current_database() AND state = 'active' AND client_port IS NOT NULL
+                     AND query ILIKE 'COPY %%historical_bars%%'"""
+            ).fetchone()
+            if row:
+                return int(row[0])
+            time.sleep(0.05)
+    raise AssertionError("no COPY into market.historical_bars started")
+
+
+def _worker_running(client_port: int, workers: dict[str, subprocess.Popen]) -> str:
+    """Which worker's process tree holds the warehouse connection on this local port."""
+    import psutil
+
+    [pid] = {c.pid for c in psutil.net_connections(kind="tcp") if c.laddr and c.laddr.port == client_port}
+    lineage = {p.pid for p in psutil.Process(pid).parents()} | {pid}
+    [name] = [name for name, process in workers.items() if process.pid in lineage]
+    return name
+
+
+def _bars_of(warehouse: Postgres, day: dt.date) -> Any:
+    """The day's 1m bars as sorted numpy columns: symbol, ts (ns), open, high, low, close, volume, trades."""
+    import numpy as np
+
+    with warehouse.connect() as conn:
+        rows = conn.execute(
+            """SELECT symbol, (extract(epoch FROM ts) * 1e9)::bigint, open, high, low, close, volume, trades
+               FROM market.historical_bars WHERE timeframe = '1m'
+                 AND (ts AT TIME ZONE 'America/New_York')::date = %s ORDER BY symbol, ts""",
+            (day,),
+        ).fetchall()
+    return [np.array(column) for column in zip(*rows, strict=True)]
+
+
+def _bars_in_file(body: bytes) -> Any:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    table = pcsv.read_csv(pa.BufferReader(gzip.decompress(body))).sort_by(
+        [("ticker", "ascending"), ("window_start", "ascending")]
+    )
+    names = ("ticker", "window_start", "open", "high", "low", "close", "volume", "transactions")
+    return [np.array(table[name].to_pylist()) for name in names]
+
+
+def test_a_worker_killed_mid_copy_is_noticed_and_its_load_retried_to_an_exact_warehouse(
+    stack: dict[str, Any],
+) -> None:
+    import numpy as np
+    import psutil
+
+    from marketbars.massive.flatfiles import object_key
+
+    url, token = stack["url"], stack["token"]
+    day = dt.date(2024, 3, 18)
+    body, rows = market.full_universe_minute_file(day, target_rows=600_000)
+    stack["s3"].client().put_object(Bucket=stack["s3"].bucket, Key=object_key("stocks", "1m", day), Body=body)
+    _wait_for_dag(url, token, "historical_bulk_backfill")
+    conf = {"start_date": day.isoformat(), "end_date": day.isoformat(), "symbols": ["*"]}
+    run = _request(
+        f"{url}/api/v2/dags/historical_bulk_backfill/dagRuns", token, {"logical_date": None, "conf": conf}
+    )
+    load = (
+        f"{url}/api/v2/dags/historical_bulk_backfill/dagRuns/{urllib.request.quote(run['dag_run_id'])}"
+        "/taskInstances/ingest.load/0"
+    )
+
+    workers = {name: p for name, p in stack["processes"].items() if name.startswith("worker-")}
+    victim = _worker_running(_copy_into_the_warehouse(stack["warehouse"]), workers)
+    tree = psutil.Process(workers[victim].pid)
+    for process in [tree, *tree.children(recursive=True)]:  # the whole worker, as if its machine died
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    killed = time.monotonic()
+
+    noticed = recovered = None
+    deadline = killed + 420
+    while time.monotonic() < deadline:
+        instance = _request(load, token)
+        if noticed is None and (
+            instance["try_number"] > 1 or instance["state"] in ("up_for_retry", "failed")
+        ):
+            noticed = time.monotonic() - killed
+        if instance["state"] == "success":
+            recovered = time.monotonic() - killed
+            break
+        time.sleep(1)
+    assert noticed is not None and recovered is not None, f"not recovered; logs in {stack['home']}"
+    print(
+        f"\n{victim} killed mid-COPY: the scheduler noticed after {noticed:.0f} s, the retry loaded it after "
+        f"{recovered:.0f} s (heartbeat timeout {HEARTBEAT_TIMEOUT_S} s, then the task's retry delay)"
+    )
+    assert instance["try_number"] == 2 and instance["hostname"] != victim
+
+    state, run_deadline = run["state"], time.monotonic() + 120
+    path = f"{url}/api/v2/dags/historical_bulk_backfill/dagRuns/{urllib.request.quote(run['dag_run_id'])}"
+    while state not in ("success", "failed") and time.monotonic() < run_deadline:
+        time.sleep(2)
+        state = _request(path, token)["state"]
+    assert state == "success"
+    stored, expected = _bars_of(stack["warehouse"], day), _bars_in_file(body)
+    assert len(stored[0]) == len(expected[0]) == rows  # every row once: the killed COPY left nothing behind
+    for ours, theirs in zip(stored, expected, strict=True):
+        assert np.array_equal(ours, theirs)
