@@ -1,4 +1,4 @@
-"""Massive's REST aggregates API, over the Airflow connection ``massive_api``."""
+"""Massive's REST API (aggregates and reference data), over the Airflow connection ``massive_api``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 from urllib.parse import quote, quote_plus, urlsplit
 
 from airflow.sdk import BaseHook
@@ -41,8 +41,8 @@ class RetryableApiError(RuntimeError):
 
 
 @dataclass
-class Aggregates:
-    """Every page of one aggregates query."""
+class Pages:
+    """Every page of one query: the results of all pages in order, and what it took to get them."""
 
     results: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0  # HTTP requests sent, retries included
@@ -51,7 +51,7 @@ class Aggregates:
 
 
 class MassiveRestHook(BaseHook):
-    """Reads aggregates (bars) from Massive's REST API, politely.
+    """Reads aggregates (bars) and reference data (corporate actions) from Massive's REST API, politely.
 
     The connection is an ``http`` connection: host (default ``https://api.massive.com``) and the API
     key as password. The key travels only in the ``Authorization`` header, to that host only, so it
@@ -119,26 +119,36 @@ class MassiveRestHook(BaseHook):
             text = text.replace(form, "***")
         return text
 
-    def aggregates(self, ticker: str, timeframe: str, start: dt.date, end: dt.date) -> Aggregates:
+    def aggregates(self, ticker: str, timeframe: str, start: dt.date, end: dt.date) -> Pages:
         """Every bar of ``ticker`` in the sessions start..end (inclusive), unadjusted, oldest first.
 
         The range is sent as the millisecond bounds of the New York days, so a session's after-hours
         bars (after midnight UTC in winter) are in it however the API reads a bare date.
         """
-        from marketbars.massive.aggregates import MAX_PAGES, PAGE_LIMIT, aggregates_path, next_page_url
+        from marketbars.massive.aggregates import PAGE_LIMIT, aggregates_path
 
-        what = f"{ticker} {timeframe} {start}..{end}"
-        url: str | None = self.base_url + aggregates_path(ticker, timeframe, start, end)
-        params: dict[str, Any] | None = {"adjusted": "false", "sort": "asc", "limit": PAGE_LIMIT}
-        out = Aggregates()
+        return self.pages(
+            aggregates_path(ticker, timeframe, start, end),
+            {"adjusted": "false", "sort": "asc", "limit": PAGE_LIMIT},
+            what=f"{ticker} {timeframe} {start}..{end}",
+        )
+
+    def pages(self, path: str, params: dict[str, Any], *, what: str) -> Pages:
+        """Every page of a list query (``results`` a list), following ``next_url`` on this host only.
+
+        :param what: names the query in errors and logs (a ticker and window).
+        """
+        from marketbars.massive.aggregates import MAX_PAGES, next_page_url
+
+        url: str | None = self.base_url + path
+        query: dict[str, Any] | None = params
+        out = Pages()
         seen: set[str] = set()
         while url:
-            body = self._get(url, params, out, what=what)
+            body = self._get(url, query, out, what=what)
             out.results.extend(body.get("results") or [])  # "results": null happens: a gap, not an error
-            if body.get("request_id"):
-                out.request_ids.append(str(body["request_id"]))
             out.delayed |= body.get("status") == "DELAYED"
-            url, params = next_page_url(body.get("next_url")), None  # the cursor carries the query
+            url, query = next_page_url(body.get("next_url")), None  # the cursor carries the query
             if url is None:
                 break
             here, there = urlsplit(self.base_url), urlsplit(url)
@@ -153,7 +163,31 @@ class MassiveRestHook(BaseHook):
             seen.add(url)
         return out
 
-    def _get(self, url: str, params: dict[str, Any] | None, out: Aggregates, what: str) -> dict[str, Any]:
+    def document(
+        self, path: str, params: dict[str, Any], *, what: str
+    ) -> tuple[dict[str, Any] | None, Pages]:
+        """One answer whose ``results`` is an object; None when the API does not know the subject
+        (HTTP 404 / ``NOT_FOUND``), which is an answer, not an error."""
+        out = Pages()
+        body = self._get(self.base_url + path, params, out, what=what, missing_ok=True)
+        return body, out
+
+    @overload
+    def _get(
+        self,
+        url: str,
+        params: dict[str, Any] | None,
+        out: Pages,
+        what: str,
+        missing_ok: Literal[False] = False,
+    ) -> dict[str, Any]: ...
+    @overload
+    def _get(
+        self, url: str, params: dict[str, Any] | None, out: Pages, what: str, missing_ok: Literal[True]
+    ) -> dict[str, Any] | None: ...
+    def _get(
+        self, url: str, params: dict[str, Any] | None, out: Pages, what: str, missing_ok: bool = False
+    ) -> dict[str, Any] | None:
         import tenacity
 
         retrying = tenacity.Retrying(
@@ -172,10 +206,15 @@ class MassiveRestHook(BaseHook):
             with attempt:
                 self.limiter.acquire()
                 out.requests += 1
-                return self._request(url, params, what)
+                body = self._request(url, params, what, missing_ok)
+                if body is not None and body.get("request_id"):
+                    out.request_ids.append(str(body["request_id"]))
+                return body
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
-    def _request(self, url: str, params: dict[str, Any] | None, what: str) -> dict[str, Any]:
+    def _request(
+        self, url: str, params: dict[str, Any] | None, what: str, missing_ok: bool = False
+    ) -> dict[str, Any] | None:
         import requests
 
         from marketbars.massive.aggregates import retry_after_seconds
@@ -210,6 +249,8 @@ class MassiveRestHook(BaseHook):
                 f"{what}: the API refused the request (HTTP {response.status_code} {status}: {message}). "
                 "The API key's plan does not include this data; retrying will not help."
             )
+        if missing_ok and (response.status_code == 404 or status == "NOT_FOUND"):
+            return None
         if response.status_code >= 400 or status == "ERROR":
             raise MassiveApiError(f"{what}: the API answered HTTP {response.status_code} {status}: {message}")
         return body
