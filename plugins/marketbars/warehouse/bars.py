@@ -116,15 +116,20 @@ def read_bars(
     *,
     columns: Sequence[str] = tuple(BAR_SCHEMA.names),
     ordered: bool = False,
+    source: sql.Composable = TABLE,
 ) -> pa.Table:
     """The bars matching ``where`` as Arrow (``BAR_SCHEMA``'s ``columns``), in bulk; ``ordered`` by
-    symbol and time."""
+    symbol and time. ``source``: the table, or a call of ``market.bars_adjusted`` (its placeholders'
+    values first in ``params``). The table comes out of its primary key in order; a function's rows
+    are sorted here, in Arrow, which is several times faster than PostgreSQL's sort of millions of
+    rows (spilled to disk beyond work_mem)."""
     select = [
         sql.SQL("(date_part('epoch', ts) * 1000000)::bigint") if name == "ts" else sql.Identifier(name)
         for name in columns
     ]
+    sort_in_sql = ordered and source == TABLE
     query = sql.SQL("SELECT {} FROM {} WHERE {}{}").format(
-        sql.SQL(", ").join(select), TABLE, where, sql.SQL(" ORDER BY symbol, ts" if ordered else "")
+        sql.SQL(", ").join(select), source, where, sql.SQL(" ORDER BY symbol, ts" if sort_in_sql else "")
     )
     schema = pa.schema([BAR_SCHEMA.field(name) for name in columns])
     table = copy_out(cur, query, params, {name: _CSV_TYPES[name] for name in columns})
@@ -133,6 +138,8 @@ def read_bars(
     if "ts" in columns:
         at = list(columns).index("ts")
         table = table.set_column(at, "ts", table["ts"].cast(pa.timestamp("us", tz="UTC")))
+    if ordered and not sort_in_sql:
+        table = table.sort_by([("symbol", "ascending"), ("ts", "ascending")])
     return table.cast(schema)
 
 

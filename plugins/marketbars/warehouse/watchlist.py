@@ -56,3 +56,22 @@ def complete_history(conn: Connection, symbols: Sequence[str]) -> None:
         " WHERE symbol = ANY(%s) AND completed_at IS NULL",
         (list(symbols),),
     )
+
+
+def follow_rename(conn: Connection, old: str, new: str) -> bool:
+    """Keep refreshing a renamed ticker's company under its new ticker: ``new`` joins the watchlist
+    (or is re-activated) with ``old``'s asset class, ``old`` stays listed but inactive. True when the
+    watchlist changed (False: ``old`` is not active, e.g. a re-run after the change)."""
+    with conn.transaction():
+        row = conn.execute(
+            "UPDATE market.watchlist SET active = false WHERE symbol = %s AND active RETURNING asset_class",
+            (old,),
+        ).fetchone()
+        if row is None:
+            return False
+        conn.execute(
+            """INSERT INTO market.watchlist (symbol, asset_class) VALUES (%s, %s)
+               ON CONFLICT (symbol) DO UPDATE SET active = true""",
+            (new, row[0]),
+        )
+    return True
