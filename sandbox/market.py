@@ -27,6 +27,7 @@ import numpy as np
 from marketbars.market import calendar
 from marketbars.market.calendar import NEW_YORK
 from marketbars.massive.flatfiles import HEADERS, object_key
+from sandbox import reference
 
 UNIVERSE_CSV = Path(__file__).resolve().parents[1] / "include" / "sample_market" / "universe.csv"
 FRACTIONAL_VOLUME_FROM = dt.date(2026, 1, 1)  # the vendor's files carry fractional volume from 2026
@@ -166,7 +167,8 @@ def _minute_rows(instrument: Instrument, day: dt.date) -> list[_Row]:
     n = len(times)
     if n == 0:
         return []
-    level = _price_level(instrument, day)
+    split_basis = reference.raw_factor(instrument.ticker, day)  # raw prices before a split
+    level = _price_level(instrument, day) * split_basis
     sigma = 0.0006 if instrument.dataset == "indices" else 0.0012
     close = level * np.exp(np.cumsum(rng.normal(0, sigma, n)))
     open_ = np.concatenate([[level], close[:-1]]) * (1 + rng.normal(0, sigma / 4, n))
@@ -180,20 +182,21 @@ def _minute_rows(instrument: Instrument, day: dt.date) -> list[_Row]:
     high = np.maximum.reduce([high, open_, close])
     low = np.minimum.reduce([low, open_, close])
     rows = []
+    ticker = reference.listed_ticker(instrument.ticker, day)
     if instrument.dataset == "indices":
         for i in range(n):
-            fields = [instrument.ticker, _fmt_price(open_[i]), _fmt_price(close[i])]
+            fields = [ticker, _fmt_price(open_[i]), _fmt_price(close[i])]
             rows.append(_Row([*fields, _fmt_price(high[i]), _fmt_price(low[i]), str(times[i])]))
         return rows
     scale = 2_000 * instrument.liquidity + 20
-    volume = rng.lognormal(np.log(scale), 1.0, n)
+    volume = rng.lognormal(np.log(scale), 1.0, n) / split_basis
     fractional = day >= FRACTIONAL_VOLUME_FROM
     volume = np.round(volume, 6) if fractional else np.maximum(1, np.round(volume))
     trades = np.maximum(1, (volume / rng.uniform(40, 160, n)).astype(np.int64))
     for i in range(n):
         vol = repr(float(volume[i])) if fractional else str(int(volume[i]))
         prices = [_fmt_price(open_[i]), _fmt_price(close[i]), _fmt_price(high[i]), _fmt_price(low[i])]
-        rows.append(_Row([instrument.ticker, vol, *prices, str(times[i]), str(trades[i])]))
+        rows.append(_Row([ticker, vol, *prices, str(times[i]), str(trades[i])]))
     return rows
 
 
@@ -262,7 +265,7 @@ _EDITS: dict[str, Callable[[list[str], tuple[str, ...]], None]] = {
 def _pick(rows: list[_Row], dataset: str, rng: np.random.Generator) -> int:
     """A clean row to spoil: half the time one of a liquid ticker."""
     h = HEADERS[dataset]
-    liquid = {i.ticker for i in instruments(dataset) if i.liquidity >= 0.9}
+    liquid = {t for i in instruments(dataset) if i.liquidity >= 0.9 for t in reference.tickers_of(i.ticker)}
     high, low = h.index("high"), h.index("low")
     clean = [
         i
@@ -313,7 +316,7 @@ def build_file(
     else:
         return None
     rows: list[_Row] = []
-    for instrument in members:
+    for instrument in sorted(members, key=lambda m: reference.listed_ticker(m.ticker, day)):
         minute = _minute_rows(instrument, day)
         if minute:
             rows.extend(minute if timeframe == "1m" else [_daily_row(dataset, minute, day)])
@@ -432,7 +435,9 @@ def full_universe_minute_file(
 
 
 def instrument(ticker: str) -> Instrument:
-    """The sample market's instrument, or a deterministic synthetic one for any other ticker."""
+    """The sample market's instrument (under any ticker its company had), or a deterministic synthetic
+    one for any other ticker."""
+    ticker = reference.current_ticker(ticker)
     for known in universe():
         if known.ticker == ticker:
             return known
@@ -450,6 +455,8 @@ def rest_results(ticker: str, timeframe: str, day: dt.date) -> tuple[list[dict],
     if not calendar.is_session(day):
         return [], 0
     member = instrument(ticker)
+    if reference.listed_ticker(member.ticker, day) != ticker:
+        return [], 0  # the company traded under another ticker that day
     minute = _minute_rows(member, day)
     if not minute:
         return [], 0

@@ -1,4 +1,5 @@
-"""A real HTTP server on loopback that answers like Massive's aggregates endpoint, with faults on demand.
+"""A real HTTP server on loopback that answers like Massive's aggregates and reference endpoints, with
+faults on demand.
 
 ``GET /v2/aggs/ticker/{ticker}/range/1/{minute|day}/{from}/{to}`` serves the sample market (the
 same bars as the flat files, plus ``vw``) in the documented response shape: ``limit`` caps the base
@@ -8,6 +9,12 @@ or ``apiKey``. Faults are scripted per ticker: a number of 429s (with or without
 500s or dropped connections before the real answer, 403 NOT_AUTHORIZED, sessions with no bars,
 or a 429 on every n-th request. Every request is logged (time, ticker, query without the key,
 status) so tests can check rates and parameters at the server.
+
+The reference endpoints serve the sample market's corporate actions (``sandbox.reference``):
+``GET /stocks/v1/splits`` and ``GET /stocks/v1/dividends`` (``ticker`` / ``ticker.any_of``, date
+``.gte`` / ``.lte`` filters, ``sort``, ``limit``, ``next_url``), logged as tickers ``splits`` and
+``dividends``; ``GET /vX/reference/tickers/{ticker}/events`` (404 for a ticker it does not know),
+logged as ``events:{ticker}``.
 """
 
 from __future__ import annotations
@@ -28,13 +35,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from marketbars.market import calendar
 from marketbars.market.calendar import NEW_YORK, day_window
-from sandbox import market
+from sandbox import market, reference
 
 PATH = re.compile(
     r"^/v2/aggs/ticker/(?P<ticker>[^/]+)/range/(?P<mult>\d+)/(?P<span>minute|day)/(?P<start>[^/]+)/(?P<end>[^/]+)$"
 )
+EVENTS_PATH = re.compile(r"^/vX/reference/tickers/(?P<ticker>[^/]+)/events$")
+REFERENCE_LISTS = {  # path -> (logged as, the date field its filters and sort use)
+    "/stocks/v1/splits": ("splits", "execution_date"),
+    "/stocks/v1/dividends": ("dividends", "ex_dividend_date"),
+}
 MAX_LIMIT = 50_000
+MAX_REFERENCE_LIMIT = 5000
 
 
 Answer = tuple[int, dict[str, Any], dict[str, str]]  # (HTTP status, JSON body, headers); 0 drops the line
@@ -58,6 +72,8 @@ class Faults:
     enforce_per_minute: float = 0  # the plan's limit, enforced like the vendor: 429 + Retry-After (0: none)
     burst: float = 2  # requests the enforced limit lets through back to back
     echo_key: bool = False  # error answers and next_url quote the request's key back (as proxies do)
+    reference_page: int = MAX_REFERENCE_LIMIT  # reference pages hold at most this many records
+    extra_reference: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # "splits" -> records
 
 
 @dataclass
@@ -99,7 +115,12 @@ class _Handler(BaseHTTPRequestHandler):
             query.pop("apiKey", None) or self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         )
         match = PATH.match(parts.path)
+        events = EVENTS_PATH.match(parts.path)
         ticker = unquote(match["ticker"]) if match else ""
+        if parts.path in REFERENCE_LISTS:
+            ticker = REFERENCE_LISTS[parts.path][0]
+        elif events:
+            ticker = "events:" + unquote(events["ticker"])
         with state.lock:
             state.count += 1
             number = state.count
@@ -135,14 +156,18 @@ class _Handler(BaseHTTPRequestHandler):
         number: int,
     ) -> Answer:
         request_id = uuid.uuid4().hex
-        refused = self._refusal(state, match, ticker, key, number, request_id)
+        known = match is not None or ticker in ("splits", "dividends") or ticker.startswith("events:")
+        refused = self._refusal(state, known, ticker, key, number, request_id)
         if refused is not None:
             return refused
-        assert match is not None  # a path that does not match is refused
-        faults = state.faults
         cursor = query.get("cursor")
         if cursor:
             query = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if ticker.startswith("events:"):
+            return _events(ticker.removeprefix("events:"), request_id)
+        if match is None:
+            return self._reference_list(state, ticker, query, request_id)
+        faults = state.faults
         try:
             (start, first_ms), (end, last_ms) = _bound(match["start"], False), _bound(match["end"], True)
         except ValueError:
@@ -175,8 +200,38 @@ class _Handler(BaseHTTPRequestHandler):
             body["next_url"] = f"{state.url}{urlsplit(self.path).path}?cursor={token}"
         return 200, body, {}
 
+    def _reference_list(self, state: _Server, name: str, query: dict[str, str], request_id: str) -> Answer:
+        """A page of splits or dividends matching the query, and the next page's cursor."""
+        path = urlsplit(self.path).path
+        date_field = REFERENCE_LISTS[path][1]
+        tickers = (query.get("ticker.any_of") or query.get("ticker") or "").split(",")
+        if name == "splits":
+            records = reference.split_records(tickers)
+        else:
+            records = reference.dividend_records(tickers, _previous_close)
+        records += state.faults.extra_reference.get(name, [])
+        first, last = query.get(f"{date_field}.gte", ""), query.get(f"{date_field}.lte", "9999-12-31")
+        selected = [
+            r for r in records if r.get("ticker") in tickers and first <= str(r.get(date_field)) <= last
+        ]
+        descending = query.get("sort", f"{date_field}.desc").endswith(".desc")
+        selected.sort(key=lambda r: (str(r.get(date_field)), str(r.get("id"))), reverse=descending)
+        limit = min(int(query.get("limit", 100)), MAX_REFERENCE_LIMIT, state.faults.reference_page)
+        offset = int(query.get("offset", 0))
+        body: dict[str, Any] = {
+            "results": selected[offset : offset + limit],
+            "status": "OK",
+            "request_id": request_id,
+        }
+        if offset + limit < len(selected):
+            token = base64.urlsafe_b64encode(
+                json.dumps({**query, "offset": offset + limit}).encode()
+            ).decode()
+            body["next_url"] = f"{state.url}{path}?cursor={token}"
+        return 200, body, {}
+
     def _refusal(
-        self, state: _Server, match: re.Match | None, ticker: str, key: str, number: int, request_id: str
+        self, state: _Server, known: bool, ticker: str, key: str, number: int, request_id: str
     ) -> Answer | None:
         """What the vendor answers instead of data: a bad key or path, the plan's limit, a fault."""
         if key != state.api_key:
@@ -185,7 +240,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {"status": "NOT_AUTHORIZED", "request_id": request_id, "message": "Unknown API Key"},
                 {},
             )
-        if match is None:
+        if not known:
             return 404, {"status": "NOT_FOUND", "request_id": request_id, "message": "no such endpoint"}, {}
         faults = state.faults
         if faults.enforce_per_minute > 0:
@@ -238,6 +293,28 @@ def _echo(body: dict[str, Any], status: int, key: str, path: str) -> dict[str, A
         body = {**body, "error": f"{body.get('error') or body.get('message') or 'refused'}: {quoted}"}
         body["message"] = body["error"]
     return body
+
+
+def _events(ticker: str, request_id: str) -> Answer:
+    """A ticker's company history, or 404 when the sample market does not know the ticker."""
+    known = {t for i in market.universe() for t in reference.tickers_of(i.ticker)}
+    results = reference.events(ticker, known.__contains__)
+    if results is None:
+        return (
+            404,
+            {"status": "NOT_FOUND", "request_id": request_id, "message": f"ticker {ticker} not found"},
+            {},
+        )
+    return 200, {"results": results, "status": "OK", "request_id": request_id}, {}
+
+
+def _previous_close(ticker: str, day: dt.date) -> float | None:
+    """The sample market's close of the last session before ``day`` (under that day's ticker)."""
+    before = calendar.sessions_between(day - dt.timedelta(days=14), day - dt.timedelta(days=1))
+    if not before:
+        return None
+    bars, _ = market.rest_results(ticker, "1d", before[-1])
+    return float(bars[-1]["c"]) if bars else None
 
 
 def _page(

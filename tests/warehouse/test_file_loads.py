@@ -16,7 +16,7 @@ from marketbars.warehouse import quarantine
 from marketbars.warehouse.bars import selection_key, session_rows
 from marketbars.warehouse.file_loads import _MERGE_CHANGES, _MERGE_DELETE, current_load, replace_session
 from marketbars.warehouse.partitions import ensure_partitions
-from sandbox import market
+from sandbox import market, reference
 from sandbox.services import Postgres
 from tests.helpers import expected_bars, warehouse_bars, write
 
@@ -102,7 +102,7 @@ def test_all_tickers_of_one_dataset_leave_the_other_datasets_alone(
     _load(warehouse_conn, tmp_path, stocks, ["*"], etag="s1")
     every_index = {i.ticker for i in market.instruments("indices")}
     assert warehouse_bars(warehouse_conn, symbols=every_index) == expected_bars(indices)
-    every_stock = {i.ticker for i in market.instruments("stocks")}
+    every_stock = {reference.listed_ticker(i.ticker, DAY) for i in market.instruments("stocks")}  # PALT
     assert warehouse_bars(warehouse_conn, symbols=every_stock) == expected_bars(stocks)
 
 
