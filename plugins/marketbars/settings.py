@@ -91,6 +91,18 @@ REST_REQUESTS_PER_MINUTE = Setting(
 INITIAL_HISTORY_SESSIONS = Setting(
     "watchlist_initial_history_sessions", int, 90, "sessions of history a symbol new to the watchlist gets"
 )
+REFERENCE_RECENT_DAYS = Setting(
+    "reference_recent_days",
+    int,
+    30,
+    "calendar days of corporate actions every daily run re-fetches (reference data changes after the fact)",
+)
+TICKER_EVENTS_MAX_AGE_DAYS = Setting(
+    "reference_ticker_events_max_age_days",
+    int,
+    7,
+    "a watchlist ticker's rename check is repeated once its last one is this many days old",
+)
 GAPS_COVERAGE = Setting(
     "gaps_coverage_threshold",
     float,
@@ -153,6 +165,8 @@ REGISTRY: tuple[Setting[str] | Setting[int] | Setting[float], ...] = (
     DOWNLOAD_DIR,
     REST_REQUESTS_PER_MINUTE,
     INITIAL_HISTORY_SESSIONS,
+    REFERENCE_RECENT_DAYS,
+    TICKER_EVENTS_MAX_AGE_DAYS,
     GAPS_COVERAGE,
     GAPS_MAX_ATTEMPTS,
     GAPS_BACKOFF_HOURS,
