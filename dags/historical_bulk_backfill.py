@@ -21,10 +21,17 @@ Loads minute (`1m`) or daily (`1d`) bars for a date range from the vendor's S3 f
    file (verified by ETag, reused when already local), then replace the session's bars for the
    selection in one transaction. Bad rows go to `market.quarantine` with a reason; every file
    gets a row in `market.ingest_ledger`. An unchanged file that is already loaded is skipped.
-4. `summarize` logs rows loaded and quarantined per session, and fails the run if any
-   session did not load.
+4. `plan_corporate_actions` / `corporate_actions` (stocks only, mapped per batch of 50 tickers, in
+   the `massive_api` pool): the selection's splits, cash dividends and ticker changes from the
+   REST reference endpoints, from `start_date` on (later actions adjust these bars too), or the
+   whole history for tickers never fetched whole; bad
+   records are quarantined in `market.reference_quarantine`, never applied. Skipped for `["*"]`,
+   and the log says so. A rename is logged (the watchlist is left to the daily run).
+5. `summarize` logs rows loaded and quarantined per session and the corporate actions, and fails
+   the run if any session did not load or a reference fetch failed.
 
-Re-running with the same params changes nothing. Connections: `massive_s3`, `market_db`.
+Re-running with the same params changes nothing. Connections: `massive_s3`, `massive_api`
+(corporate actions), `market_db`.
 Variables: `massive_flatfiles_bucket` (default `flatfiles`), `massive_download_dir`.
 """
 
@@ -39,6 +46,7 @@ from marketbars.market.timeframes import SOURCE_TIMEFRAMES
 from marketbars.pipelines.common.assets import HISTORICAL_BARS
 from marketbars.pipelines.common.dag_defaults import dag_header, symbols_param
 from marketbars.pipelines.common.flatfile_tasks import backfill_ingest
+from marketbars.pipelines.common.reference_tasks import fetch_corporate_actions
 
 with DAG(
     dag_id="historical_bulk_backfill",
@@ -82,17 +90,30 @@ with DAG(
 
         return prepare_warehouse(params)
 
+    @task
+    def plan_corporate_actions(params: dict[str, Any], symbols: list[str]) -> list[Any]:
+        """The selection's reference fetches: batches of stock tickers from the start date on."""
+        from marketbars.pipelines.backfill.tasks import plan_corporate_actions
+
+        return list(plan_corporate_actions(params, symbols))
+
     @task(trigger_rule="all_done", outlets=[HISTORICAL_BARS])
     def summarize(
-        results: list[list[dict[str, Any]]] | None, batches: list[list[str]] | None, symbols: list[str] | None
+        results: list[list[dict[str, Any]]] | None,
+        batches: list[list[str]] | None,
+        symbols: list[str] | None,
+        reference: list[dict[str, Any]] | None,
+        actions: list[dict[str, Any]] | None,
     ) -> dict[str, int]:
-        """Log rows per session and totals; fails the run when a planned session has no result."""
+        """Log rows per session and totals; fails the run when a planned session or fetch has no result."""
         from marketbars.pipelines.backfill.tasks import summarize
 
-        return summarize(results, batches, symbols)
+        return summarize(results, batches, symbols, reference, actions)
 
     batches = plan_sessions()
     symbols = prepare_warehouse()
     batches >> symbols
     loads = backfill_ingest(batches, symbols)
-    summarize(loads.output, batches, symbols)
+    reference = plan_corporate_actions(symbols=symbols)
+    actions = fetch_corporate_actions(reference, follow_watchlist_renames=False)
+    summarize(loads.output, batches, symbols, reference, actions.output)

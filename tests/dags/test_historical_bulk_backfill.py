@@ -121,6 +121,37 @@ def test_a_single_session_backfill_summarizes_its_only_load(
     assert summary.state == "success"
 
 
+@pytest.mark.dagrun
+def test_a_backfill_fetches_its_stocks_corporate_actions_but_not_for_every_ticker(
+    dagbag, no_retries, airflow_metadata_db: None, airflow_connections: dict[str, str], rest_api,
+    s3: S3Server, conn: psycopg.Connection, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+):  # fmt: skip
+    monkeypatch.setenv("AIRFLOW_VAR_MASSIVE_API_REQUESTS_PER_MINUTE", "6000")
+    day = dt.date(2025, 12, 19)  # none of the three tickers' rows is spoilt in this file
+    publish(s3, market.build_file("stocks", "1d", day))
+    conf = {"start_date": day.isoformat(), "end_date": day.isoformat(), "timeframe": "1d"}
+    dag = dagbag.dags["historical_bulk_backfill"]
+
+    assert dag.test(run_conf={**conf, "symbols": ["NVDA", "TSLA", "AAPL"]}).state == "success"
+
+    splits = conn.execute("SELECT symbol, execution_date::text, split_to::int FROM market.splits").fetchall()
+    assert splits == [("NVDA", "2025-12-29", 10)]
+    dividends = conn.execute("SELECT symbol, ex_dividend_date::text FROM market.dividends").fetchall()
+    assert dividends == [("AAPL", "2025-12-22")]
+    assert conn.execute("SELECT DISTINCT symbol FROM market.reference_quarantine").fetchall() == [("TSLA",)]
+    windows = conn.execute("SELECT DISTINCT window_from::text, window_to::text FROM market.reference_ledger")
+    assert windows.fetchall() == [("-infinity", "infinity")], "never fetched: the whole history"
+    assert dag.test(run_conf={**conf, "symbols": ["NVDA"]}).state == "success"
+    windows = conn.execute("SELECT window_from::text, window_to::text FROM market.reference_ledger")
+    assert ("2025-12-19", "infinity") in windows.fetchall(), "then from the range's start on, open-ended"
+    assert "corporate actions of 3 ticker(s) in 1 batch(es)" in caplog.text
+
+    requests = len(rest_api.log)
+    assert dag.test(run_conf={**conf, "symbols": ["*"]}).state == "success"
+    assert len(rest_api.log) == requests
+    assert 'corporate actions: skipped for ["*"] (every ticker in the files)' in caplog.text
+
+
 def test_a_symbols_list_over_the_limit_is_refused_when_triggered(
     dagbag, airflow_metadata_db: None, airflow_connections: dict[str, str], conn: psycopg.Connection
 ) -> None:

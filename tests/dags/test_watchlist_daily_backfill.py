@@ -84,13 +84,18 @@ def test_daily_run_routes_by_published_file_and_gives_a_new_symbol_its_history(
         )
         assert warehouse_bars(conn, "1m", RUN_DATE, [symbol]) == _rest_rows(symbol, "1m", RUN_DATE)
         assert warehouse_bars(conn, "1m", history[0], [symbol]) == set()
-    assert sorted({(r.ticker, r.status) for r in daily_setup.log}) == [
+    aggregates = [r for r in daily_setup.log if r.path.startswith("/v2/aggs/")]
+    assert sorted({(r.ticker, r.status) for r in aggregates}) == [
         ("AAPL", 200), ("I:SPX", 200), ("MSFT", 200),
     ]  # fmt: skip
     first_ms, end_ms = (int(t.timestamp() * 1000) for t in calendar.day_window(RUN_DATE))
-    assert all(
-        r.path.endswith(f"/{first_ms}/{end_ms - 1}") for r in daily_setup.log
-    )  # REST: the last day only
+    assert all(r.path.endswith(f"/{first_ms}/{end_ms - 1}") for r in aggregates)  # REST: the last day only
+    reference = sorted(
+        (r.ticker, r.query.get("ticker.any_of")) for r in daily_setup.log if r not in aggregates
+    )
+    assert reference == [  # the watchlist's stocks, new to the reference ledger: their whole history
+        ("dividends", "AAPL,MSFT"), ("events:AAPL", None), ("events:MSFT", None), ("splits", "AAPL,MSFT"),
+    ]  # fmt: skip
     history_rows = conn.execute(
         "SELECT symbol, first_session, completed_at IS NOT NULL FROM market.watchlist_history"
     )
@@ -151,6 +156,41 @@ def test_a_newcomer_whose_history_rest_has_no_bars_for_stays_incomplete_until_it
         )
     assert dag.test(logical_date=_logical(RUN_DATE), run_conf={"days": 1}).state == "success"
     assert completed() == [("MSFT", True)]
+
+
+RENAME_RUN = dt.date(2026, 1, 7)  # the sample market's PALT trades as PLTR from 2026-01-02
+
+
+@pytest.mark.dagrun
+def test_a_renamed_watchlist_ticker_is_refreshed_under_its_new_ticker_in_the_same_run(
+    dagbag, no_retries, daily_setup, s3: S3Server, conn: psycopg.Connection, capfd: pytest.CaptureFixture
+) -> None:
+    conn.execute("UPDATE market.watchlist SET active = false")
+    conn.execute("INSERT INTO market.watchlist (symbol, asset_class) VALUES ('PALT', 'stocks')")
+    history = calendar.sessions_between(dt.date(2025, 12, 29), RENAME_RUN)[-4:]  # 01-02 .. 01-07
+    publish(s3, *(market.build_file("stocks", tf, day) for tf in ("1m", "1d") for day in history[:-1]))
+
+    run = dagbag.dags["watchlist_daily_backfill"].test(
+        logical_date=_logical(RENAME_RUN), run_conf={"days": 1}
+    )
+
+    assert run.state == "success"
+    watch = conn.execute("SELECT symbol, active FROM market.watchlist WHERE symbol LIKE 'P%' ORDER BY 1")
+    assert watch.fetchall() == [("PALT", False), ("PLTR", True)]
+    assert (
+        "PALT was renamed: the vendor reports the company (BBG000SMPL01) trading as PLTR"
+        in capfd.readouterr().out
+    )
+    days = conn.execute(
+        "SELECT DISTINCT (ts AT TIME ZONE 'America/New_York')::date FROM market.historical_bars"
+        " WHERE symbol = 'PLTR' AND timeframe = '1d' ORDER BY 1"
+    ).fetchall()
+    assert [d for (d,) in days] == history, "the new ticker got a newcomer's history in the same run"
+    assert conn.execute("SELECT count(*) FROM market.historical_bars WHERE symbol = 'PALT'").fetchone() == (
+        0,
+    )
+    ledger = conn.execute("SELECT kind, window_from::text FROM market.reference_ledger WHERE symbol = 'PLTR'")
+    assert sorted(ledger.fetchall()) == [("dividend", "-infinity"), ("split", "-infinity")]
 
 
 @pytest.mark.dagrun

@@ -67,6 +67,22 @@ def test_without_a_flat_file_connection_everything_goes_through_rest_and_says_so
     ]
 
 
+def test_rest_is_not_asked_for_a_renamed_newcomer_before_it_had_its_ticker() -> None:
+    """META's history before the rename is FB's: REST knows no META bars then (a read stitches FB's)."""
+    plan = daily.plan_daily(
+        run_date=D(2024, 11, 27),
+        days=1,
+        history_sessions=4,
+        watchlist={"META": "stocks", "AAPL": "stocks"},
+        new_symbols=["META", "AAPL"],
+        object_exists=None,
+        renamed_on={"META": D(2024, 11, 25)},
+    )
+    sessions = {w["symbol"]: w["sessions"]["1m"] for w in plan.rest}
+    assert sessions["META"] == ["2024-11-25", "2024-11-26", "2024-11-27"]
+    assert sessions["AAPL"] == ["2024-11-22", "2024-11-25", "2024-11-26", "2024-11-27"]
+
+
 def test_a_holiday_run_does_nothing_and_days_are_bounded() -> None:
     plan = daily.plan_daily(
         run_date=D(2024, 11, 28),

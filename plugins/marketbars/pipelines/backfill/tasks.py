@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from marketbars.pipelines.backfill import rules
+from marketbars.pipelines.common.reference_rules import ReferenceWork
 
 
 def _request(params: Mapping[str, Any]) -> rules.BackfillRequest:
@@ -46,11 +47,23 @@ def prepare_warehouse(params: Mapping[str, Any]) -> list[str]:
     return symbols
 
 
-def summarize(results: Any, batches: list[list[str]] | None, symbols: list[str] | None) -> dict[str, int]:
+def plan_corporate_actions(params: Mapping[str, Any], symbols: list[str]) -> list[ReferenceWork]:
+    """The selection's corporate-action fetches from the range's start on (none for ``["*"]``)."""
+    from marketbars.pipelines.common import reference_tasks
+
+    request = _request(params)
+    return reference_tasks.plan_for_backfill(request.dataset, request.symbols, symbols, request.start)
+
+
+def summarize(
+    results: Any, batches: list[list[str]] | None, symbols: list[str] | None, reference: Any, actions: Any
+) -> dict[str, int]:
     """Print rows per session and totals. The DAG's only leaf runs even after failures, so it fails the
-    run itself when planning or preparation failed or a planned session has no result."""
+    run itself when planning or preparation failed, a planned session has no result, or a planned
+    corporate-action fetch failed."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    from marketbars.pipelines.common import reference_tasks
     from marketbars.pipelines.common.mapping import outputs
 
     if batches is None or symbols is None:
@@ -60,6 +73,9 @@ def summarize(results: Any, batches: list[list[str]] | None, symbols: list[str] 
     if summary.missing_sessions:
         missing = summary.missing_sessions
         raise AirflowFailException(f"{len(missing)} session(s) did not load: {', '.join(missing)}")
+    unfetched = reference_tasks.summarize(reference, actions)
+    if unfetched:
+        raise AirflowFailException(f"corporate actions not fetched: {', '.join(unfetched)}")
     return {
         "sessions": summary.sessions_done,
         "rows_loaded": summary.rows_loaded,

@@ -62,6 +62,7 @@ class DailyPlan:
     flatfile: list[FlatFileWork] = field(default_factory=list)  # one per (dataset, timeframe, batch)
     rest: list[RestWork] = field(default_factory=list)  # one per symbol
     notes: list[str] = field(default_factory=list)
+    renamed_on: dict[str, dt.date] = field(default_factory=dict)  # newcomer -> when it got its ticker
 
     def to_xcom(self) -> DailyPlanXCom:
         return {
@@ -85,13 +86,17 @@ def plan_daily(
     new_symbols: Iterable[str],
     object_exists: ObjectExists | None,
     rest_filled: Mapping[tuple[str, str], Iterable[dt.date]] | None = None,
+    renamed_on: Mapping[str, dt.date] | None = None,
 ) -> DailyPlan:
     """Route every (symbol, timeframe, session) of the run to a flat file or to REST.
 
     watchlist: active symbol -> dataset. object_exists(dataset, timeframe, session), or None when
     no flat-file connection is configured (then everything goes through REST). rest_filled:
     (symbol, timeframe) -> recent sessions that hold REST bars or a REST gap; those whose flat file
-    is now published are loaded from it.
+    is now published are loaded from it. renamed_on: symbol -> the day its company took that ticker
+    (``market.ticker_history``); a newcomer's history sessions before it are not asked of REST, which
+    knows no bars under the new ticker then (its company's bars before are the earlier ticker's, which
+    a read with follow_renames stitches in).
     """
     if not 1 <= days <= MAX_DAYS:
         raise ValueError(f"days={days} must be between 1 and {MAX_DAYS}")
@@ -102,7 +107,7 @@ def plan_daily(
         )
     new = sorted(set(new_symbols) & set(watchlist))
     history = sessions_ending(run_date, max(history_sessions, days)) if new else []
-    plan = DailyPlan(run_date, refresh, history, new, sorted(watchlist))
+    plan = DailyPlan(run_date, refresh, history, new, sorted(watchlist), renamed_on=dict(renamed_on or {}))
     if object_exists is None:
         plan.notes.append(REST_ONLY)
     rest: RestSessions = {}
@@ -152,7 +157,8 @@ def _route(
             flat.setdefault(tuple(wanted), []).append(session)
         else:
             for symbol in wanted:
-                rest.setdefault(symbol, {}).setdefault(timeframe, []).append(session.isoformat())
+                if session in plan.refresh or session >= plan.renamed_on.get(symbol, session):
+                    rest.setdefault(symbol, {}).setdefault(timeframe, []).append(session.isoformat())
     return flat
 
 

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from marketbars.pipelines.common.reference_rules import ReferenceWork
 from marketbars.pipelines.daily import rules
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ def plan(params: Mapping[str, Any], dag_run: Any) -> rules.DailyPlanXCom:
     from marketbars import settings
     from marketbars.market import calendar
     from marketbars.pipelines.common.published import exists_in, published_files
-    from marketbars.warehouse import ledgers, partitions, watchlist
+    from marketbars.warehouse import corporate_actions, ledgers, partitions, watchlist
     from marketbars.warehouse.hook import WarehouseHook
 
     run_date = calendar.today_in_new_york(dag_run.logical_date or dag_run.run_after)
@@ -45,6 +46,7 @@ def plan(params: Mapping[str, Any], dag_run: Any) -> rules.DailyPlanXCom:
                 new_symbols=new,
                 object_exists=exists_in(published_files(active.values(), listed)),
                 rest_filled=ledgers.rest_sessions_since(conn, lookback[0]) if lookback else {},
+                renamed_on=corporate_actions.renamed_on(conn, new),
             )
         except ValueError as exc:
             raise AirflowFailException(str(exc)) from exc
@@ -55,6 +57,19 @@ def plan(params: Mapping[str, Any], dag_run: Any) -> rules.DailyPlanXCom:
             partitions.ensure_partitions(conn, first, run_date)
     _log_plan(routed)
     return routed.to_xcom()
+
+
+def plan_corporate_actions(dag_run: Any) -> list[ReferenceWork]:
+    """The watchlist stocks' corporate-action fetches for the run's date (none on a day that is not
+    a trading session: the run does nothing then)."""
+    from marketbars.market import calendar
+    from marketbars.pipelines.common import reference_tasks
+
+    run_date = calendar.today_in_new_york(dag_run.logical_date or dag_run.run_after)
+    if not calendar.is_session(run_date):
+        log.info("%s is not a trading session: no corporate actions to refresh", run_date)
+        return []
+    return reference_tasks.plan_for_watchlist(run_date)
 
 
 def _log_plan(routed: rules.DailyPlan) -> None:
@@ -75,13 +90,18 @@ def _log_plan(routed: rules.DailyPlan) -> None:
         )
 
 
-def summarize(routed: Mapping[str, Any] | None, loads: Any, fills: Any) -> dict[str, Any]:
+def summarize(
+    routed: Mapping[str, Any] | None, loads: Any, fills: Any, reference: Any, actions: Any
+) -> dict[str, Any]:
     """Log the per-symbol summary; fail when planning failed or planned work did not happen. A new
     symbol is established once all of its history loaded or is explained; otherwise the next run
     retries it."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    from marketbars.pipelines.common import reference_tasks
     from marketbars.pipelines.common.mapping import outputs
+
+    unfetched = reference_tasks.summarize(reference, actions)
     from marketbars.warehouse import bars, gap_ledger, watchlist
     from marketbars.warehouse.hook import WarehouseHook
 
@@ -106,6 +126,7 @@ def summarize(routed: Mapping[str, Any] | None, loads: Any, fills: Any) -> dict[
         log.info(line)
     if gaps:
         log.warning("REST had no bars for %d symbol(s) on trading sessions: recorded as gaps", len(gaps))
+    missing += [f"corporate actions {label}" for label in unfetched]
     if missing:
         raise AirflowFailException(f"{len(missing)} planned load(s) did not happen: {', '.join(missing)}")
     return {"symbols": len(routed["symbols"]), "gaps": sum(len(g) for g in gaps.values())}
