@@ -23,8 +23,9 @@ its time is the median of --runs:
 * project, 1m: what the DAG's mapped ``run_detector`` tasks do, for all registered detectors, with
   a psycopg connection instead of Airflow's: ``marketbars.warehouse.backtests.start_run`` once
   (the plan task's row), then per detector its own connection, the run's spec read back,
-  ``read_splits``, ``read_bars`` for the eligible symbols in batches of
-  ``marketbars.pipelines.backtest.tasks.SYMBOLS_PER_READ`` from the detector's warm-up start,
+  ``read_bars`` (through ``market.bars_adjusted``, split-adjusted as the DAG's default) for the
+  eligible symbols in batches of ``marketbars.pipelines.backtest.tasks.SYMBOLS_PER_READ`` from the
+  detector's warm-up start,
   ``runner.run_detector`` (signals, simulation, metrics), ``replace_results`` and
   ``report.equity_png`` into a temporary folder;
 * project, 5m: the same on the derived 5m bars;
@@ -61,13 +62,13 @@ END = dt.date(2024, 7, 12)
 INDEX = "I:SPX"
 NAIVE_DETECTOR = "breakout_bullish"
 TARGET_S = 60.0
-DATA_VERSION = 2  # part of the database name: a change to the generator loads afresh
+DATA_VERSION = 3  # part of the database name: a change to the generator loads afresh
 PG_ENV = "BENCH_BACKTEST_PG"  # the children's conninfo (not on their command line)
 REL_TOL = 1e-9
-# Where a project run's time goes: connecting, the run's spec, splits and bars read; signals,
+# Where a project run's time goes: connecting, the run's spec and bars read; signals,
 # simulation and metrics; results written; the PNG drawn.
 PHASES = {
-    "read": "connect, spec, splits, read_bars",
+    "read": "connect, spec, read_bars",
     "engine": "signals, simulate, metrics",
     "write": "replace_results",
     "png": "equity_png",
@@ -218,7 +219,7 @@ def _stock_symbols(count: int) -> list[str]:
     return [f"BT{i:02d}" for i in range(count)]
 
 
-def _generate(symbols: Sequence[str], days: Sequence[dt.date]) -> Iterator[Any]:
+def generate_bars(symbols: Sequence[str], days: Sequence[dt.date]) -> Iterator[Any]:
     """One pyarrow table (BAR_SCHEMA) of regular-session 1m bars per symbol, seeded."""
     import numpy as np
     import pyarrow as pa
@@ -304,7 +305,7 @@ def _load(conn, stocks: Sequence[str], days: Sequence[dt.date]) -> None:
 
     partitions.ensure_partitions(conn, days[0], days[-1])
     with conn.transaction(), conn.cursor() as cur:
-        for table in _generate([*stocks, INDEX], days):
+        for table in generate_bars([*stocks, INDEX], days):
             copy_in(cur, sql.SQL("market.historical_bars"), COPY_SCHEMA, copy_rows(table, "1m", "flatfile"))
     conn.execute("VACUUM (ANALYZE) market.historical_bars")
     for day in days:
@@ -341,7 +342,6 @@ def _child_project(job: dict[str, Any]) -> dict[str, Any]:
     import pandas  # noqa: F401
     import psycopg
 
-    from marketbars.backtest import bars as bars_module
     from marketbars.backtest import detectors, report, runner
     from marketbars.backtest.engine import Settings
     from marketbars.pipelines.backtest.tasks import SYMBOLS_PER_READ
@@ -380,18 +380,25 @@ def _child_project(job: dict[str, Any]) -> dict[str, Any]:
             bars_needed = runner.history_bars(detector, params, settings)
             first = runner.warmup_start(stored.start_date, stored.timeframe, bars_needed)
             symbols = runner.eligible(detector, stored.symbols, stored.timeframe)
-            splits = backtests.read_splits(conn, symbols, first, stored.end_date)
 
             def batches(
-                conn=conn, symbols=symbols, first=first, splits=splits, read=read, stored=stored
+                conn=conn, symbols=symbols, first=first, read=read, stored=stored
             ) -> Iterator[dict[str, Any]]:
                 for i in range(0, len(symbols), SYMBOLS_PER_READ):
                     chunk = symbols[i : i + SYMBOLS_PER_READ]
                     reading = time.perf_counter()
-                    raw = backtests.read_bars(conn, chunk, stored.timeframe, first, stored.end_date)
+                    chunk_bars = backtests.read_bars(
+                        conn,
+                        chunk,
+                        stored.timeframe,
+                        first,
+                        stored.end_date,
+                        adjustment=stored.adjustment,
+                        follow_renames=stored.follow_renames,
+                    )
                     read["seconds"] += time.perf_counter() - reading
-                    read["bars"] += sum(len(b) for b in raw.values())
-                    yield {s: bars_module.adjust(b, splits.get(s, [])) for s, b in raw.items()}
+                    read["bars"] += sum(len(b) for b in chunk_bars.values())
+                    yield chunk_bars
 
             engine_started = time.perf_counter()
             result = runner.run_detector(

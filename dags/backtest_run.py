@@ -12,6 +12,10 @@ updated) over the last `lookback_days`.
 - `detectors` (list): empty = every available detector. `detector_params` overrides their
   defaults, e.g. `{"breakout_bullish": {"lookback": 30}}`.
 - `timeframe`: `1m`, `5m` (default), `15m`, `1h`, `4h` or `1d`; regular session only.
+- `adjustment`: `splits` (default), `total_return` (splits and cash dividends) or `none`: how
+  `market.bars_adjusted` adjusts the bars it reads (raw rows never change).
+- `follow_renames` (default true): a renamed company's bars under its earlier tickers count as
+  the requested ticker's history.
 - Engine: `slippage_bps` (10), `commission` ($ per round trip, 1.00), `capital` per symbol
   (100,000), `risk_fraction` (0.01 of capital risked per trade), `atr_period` (14), `stop_atr`
   (1.5), `target_r` (2.0), `max_hold_bars` (20).
@@ -20,12 +24,14 @@ updated) over the last `lookback_days`.
 **What it does**
 1. `plan` validates the params, records the run in `market.backtest_runs` (a re-run of the
    same run id replaces its results) and lists the detectors.
-2. `run_detector` (mapped, one per detector): reads the bars (split-adjusted when
-   `market.splits` has splits in the window), simulates, and replaces the detector's rows in
+2. `run_detector` (mapped, one per detector): reads the bars through `market.bars_adjusted`
+   with the run's `adjustment`, simulates, and replaces the detector's rows in
    `market.backtest_metrics` and `market.backtest_trades`; draws `equity_<detector>.png`.
 3. `report_and_rank` writes `summary.json`, `metrics.csv` and `trades.csv` into the run's report
    folder (`market_backtest_reports_dir`/<run id>, and S3 when `market_reports_s3_uri` is set) and
    logs the ranking by expectancy (R) and profit factor, flagging detectors below the thresholds.
+   The summary lists the corporate actions the adjustment applied, the renames it followed and the
+   quarantined records it ignored.
 
 Connection: `market_db`.
 """
@@ -36,6 +42,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, get_current_context, task
 
+from marketbars.market.corporate_actions import ADJUSTMENTS
 from marketbars.pipelines.common.assets import HISTORICAL_BARS
 from marketbars.pipelines.common.dag_defaults import dag_header, symbols_param
 
@@ -90,6 +97,18 @@ with DAG(
             description='Overrides of detector defaults, e.g. {"breakout_bullish": {"lookback": 30}}.',
         ),
         "timeframe": Param("5m", enum=["1m", "5m", "15m", "1h", "4h", "1d"], title="Timeframe"),
+        "adjustment": Param(
+            "splits",
+            enum=list(ADJUSTMENTS),
+            title="Adjustment",
+            description="splits, total_return (splits and cash dividends) or none (raw prices).",
+        ),
+        "follow_renames": Param(
+            True,
+            type="boolean",
+            title="Follow renames",
+            description="Read a renamed company's earlier tickers as the requested ticker's history.",
+        ),
         "slippage_bps": _number(10, "Slippage (bps)", "Against us on every fill.", minimum=0, maximum=999),
         "commission": _number(
             1.0, "Commission ($)", "Per round trip, half at entry and half at exit.", minimum=0

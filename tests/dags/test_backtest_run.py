@@ -1,6 +1,7 @@
 """backtest_run through dag.test() over sample-market data loaded into the warehouse: the result
 tables agree with each other and with the bars, the report folder holds every file, a retried
-detector replaces its rows, and splits are applied at read time."""
+detector replaces its rows, and corporate actions are applied at read time (a split's gap is no
+signal when adjusted) and reported."""
 
 from __future__ import annotations
 
@@ -70,11 +71,12 @@ def run(dag, **conf):
 def test_a_run_fills_the_tables_and_the_report_consistently(loaded, conn: psycopg.Connection) -> None:
     dag_run = run(loaded, timeframe="5m", min_trades=1)
     run_row = conn.execute(
-        "SELECT status, prices, symbols, detectors, report_dir FROM market.backtest_runs WHERE run_id = %s",
+        "SELECT status, adjustment, symbols, detectors, report_dir FROM market.backtest_runs"
+        " WHERE run_id = %s",
         (dag_run.run_id,),
     ).fetchone()
-    status, prices, symbols, names, folder = run_row
-    assert (status, prices) == ("succeeded", "raw")
+    status, adjustment, symbols, names, folder = run_row
+    assert (status, adjustment) == ("succeeded", "splits")
     assert sorted(symbols) == sorted(WATCHED["stocks"] + WATCHED["indices"])
     assert names == list(detectors.REGISTRY)
 
@@ -109,7 +111,8 @@ def test_a_run_fills_the_tables_and_the_report_consistently(loaded, conn: psycop
 
     folder = Path(folder)
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["status"] == "succeeded" and summary["prices"] == "raw"
+    assert summary["status"] == "succeeded" and summary["adjustment"] == "splits"
+    assert summary["actions_applied"] == summary["actions_quarantined"] == []
     assert [r["detector"] for r in summary["ranking"]] and len(summary["ranking"]) == len(detectors.REGISTRY)
     assert summary["trades"] == len(trades)
     assert set(summary["unavailable"]) == {"gamma_squeeze", "gamma_flip"}
@@ -145,14 +148,15 @@ def test_splits_are_applied_at_read_time_and_reported(loaded, conn: psycopg.Conn
     )
     two = ["breakout_bullish", "mean_reversion_long"]
     dag_run = run(loaded, timeframe="15m", symbols=["AAPL"], detectors=two, min_trades=0)
-    status, prices, folder = conn.execute(
-        "SELECT status, prices, report_dir FROM market.backtest_runs WHERE run_id = %s", (dag_run.run_id,)
+    status, adjustment, folder = conn.execute(
+        "SELECT status, adjustment, report_dir FROM market.backtest_runs WHERE run_id = %s", (dag_run.run_id,)
     ).fetchone()
-    assert (status, prices) == ("succeeded", "split_adjusted")
+    assert (status, adjustment) == ("succeeded", "splits")
     summary = json.loads((Path(folder) / "summary.json").read_text())
-    assert summary["splits_applied"] == [
-        {"symbol": "AAPL", "execution_date": split_day.isoformat(), "split_from": 1.0, "split_to": 4.0}
-    ]
+    assert summary["actions_applied"] == [
+        {"symbol": "AAPL", "ticker": "AAPL", "kind": "split", "day": split_day.isoformat(), "source_id": None,
+         "price_factor": 0.25, "detail": "4-for-1 split"}
+    ]  # fmt: skip
     opens = bar_opens(conn, "15m")
     trades = conn.execute(
         "SELECT symbol, side, entry_ts, entry_price FROM market.backtest_trades WHERE run_id = %s",
@@ -163,6 +167,48 @@ def test_splits_are_applied_at_read_time_and_reported(loaded, conn: psycopg.Conn
     for symbol, side, entry_ts, entry in trades:
         factor = 0.25 if calendar.today_in_new_york(entry_ts) < split_day else 1.0
         assert entry == pytest.approx(opens[(symbol, entry_ts)] * factor * (1 + side * SLIPPAGE), rel=1e-12)
+
+
+SPLIT_SESSIONS = calendar.sessions_between(dt.date(2025, 9, 15), dt.date(2025, 12, 31))
+NVDA_SPLIT = dt.date(2025, 12, 29)  # the sample market's 10-for-1
+# A 40-day z-score: the split day's adjusted close is about -1, its raw close (a 90 % fall) about -6
+# (the most one close in 40 can be is sqrt(39) = 6.2).
+OVERSOLD = {"mean_reversion_long": {"lookback": 40, "z_entry": 4.5}}
+
+
+def test_a_split_gap_is_a_signal_only_in_raw_prices(
+    backtest_dag, airflow_metadata_db: None, airflow_connections: dict[str, str], conn: psycopg.Connection,
+    rest_api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+):  # fmt: skip
+    """NVDA's raw bars fall 90 % overnight into its split: a raw read sees a collapse, the adjusted
+    read (the default) an ordinary day. The split comes from the vendor's records (a duplicate too)."""
+    from marketbars.operators.corporate_actions import CorporateActionsOperator
+
+    monkeypatch.setenv("AIRFLOW_VAR_MARKET_BACKTEST_REPORTS_DIR", str(tmp_path / "reports"))
+    migrate(conn)
+    for day in SPLIT_SESSIONS:
+        load_file(conn, tmp_path, market.build_file("stocks", "1d", day), ["NVDA"])
+    fetch = CorporateActionsOperator(task_id="ca", symbols=["NVDA"], requests_per_minute=6000)
+    fetch.execute({"run_id": "t"})
+    window = {"start_date": "2025-12-15", "end_date": SPLIT_SESSIONS[-1].isoformat(), "timeframe": "1d"}
+    trade = {"symbols": ["NVDA"], "detectors": ["mean_reversion_long"], "detector_params": OVERSOLD}
+    signal_days = {}
+    for adjustment in ("none", "splits"):
+        result = backtest_dag.test(run_conf={**window, **trade, "adjustment": adjustment})
+        assert result.state == "success"
+        rows = conn.execute(
+            "SELECT signal_ts FROM market.backtest_trades WHERE run_id = %s", (result.run_id,)
+        )
+        signal_days[adjustment] = {calendar.today_in_new_york(ts) for (ts,) in rows}
+    assert signal_days["none"] == {NVDA_SPLIT}, "the raw 90 % gap is an oversold signal"
+    assert signal_days["splits"] == set(), "split-adjusted, the split day is an ordinary day"
+    folder = conn.execute(
+        "SELECT report_dir FROM market.backtest_runs WHERE adjustment = 'splits'"
+    ).fetchone()[0]
+    summary = json.loads((Path(folder) / "summary.json").read_text())
+    assert [(a["day"], a["price_factor"], a["detail"]) for a in summary["actions_applied"]] == [
+        ("2025-12-29", 0.1, "10-for-1 forward_split")
+    ]
 
 
 def test_bad_params_fail_the_run_with_the_reason(loaded, conn: psycopg.Connection) -> None:

@@ -103,9 +103,9 @@ def spanning(airflow_metadata_db: None, airflow_connections: dict[str, str], con
     for run_id, started in (("old", "2024-01-05"), ("recent", "2025-11-01")):
         conn.execute(
             "INSERT INTO market.backtest_runs (run_id, start_date, end_date, timeframe, symbols, detectors,"
-            " settings, detector_params, prices, splits, status, started_at)"
+            " settings, detector_params, adjustment, actions, status, started_at)"
             " VALUES (%s, '2024-01-02', '2024-01-03', '5m', '{AAPL}', '{breakout_bullish}', '{}', '{}',"
-            " 'raw', '[]', 'succeeded', %s)",
+            " 'splits', '{}', 'succeeded', %s)",
             (run_id, started),
         )
         conn.execute(

@@ -1,4 +1,4 @@
-"""One symbol's bars as numpy columns, placed in their trading sessions, and split adjustment.
+"""One symbol's bars as numpy columns, placed in their trading sessions.
 
 Backtests trade the regular session only: intraday bars outside it (pre- and post-market 1m bars)
 are dropped here, so every detector and the simulator see the same bars. Daily bars are one per
@@ -8,7 +8,6 @@ session.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,17 +17,6 @@ from marketbars.market.timeframes import DAILY, INTRADAY_MINUTES
 
 _DAY_US = 86_400_000_000
 TIMEFRAME_MINUTES = {**INTRADAY_MINUTES, DAILY: 0}  # 0: a daily bar is its whole session
-
-
-@dataclass(frozen=True)
-class Split:
-    """A stock split from the vendor's reference data: ``split_to`` new shares for ``split_from``
-    old ones, effective at the open of ``execution_date``."""
-
-    symbol: str
-    execution_date: dt.date
-    split_from: float
-    split_to: float
 
 
 @dataclass(frozen=True)
@@ -117,39 +105,3 @@ def build(
 def _empty(symbol: str, timeframe: str) -> Bars:
     f, i, b = np.empty(0), np.empty(0, np.int64), np.empty(0, bool)
     return Bars(symbol, timeframe, i, f, f, f, f, f, i, b, b, f, f)
-
-
-def split_factors(sessions: np.ndarray, splits: Sequence[Split]) -> np.ndarray:
-    """Price factor per bar that puts it on the terms of the latest shares: the product of
-    ``split_from / split_to`` over the splits executed after the bar's session (1.0 when none)."""
-    factors = np.ones(len(sessions))
-    for split in splits:
-        if split.split_from <= 0 or split.split_to <= 0:
-            raise ValueError(
-                f"{split.symbol} split on {split.execution_date}: {split.split_from}:{split.split_to}"
-            )
-        factors[sessions < split.execution_date.toordinal()] *= split.split_from / split.split_to
-    return factors
-
-
-def adjust(bars: Bars, splits: Sequence[Split]) -> Bars:
-    """The bars split-adjusted: prices times the factor, volume divided by it (the flat files and our
-    REST requests are unadjusted, so this is the only place adjustment happens)."""
-    if not splits:
-        return bars
-    factors = split_factors(bars.session, splits)
-    return Bars(
-        bars.symbol,
-        bars.timeframe,
-        bars.ts,
-        bars.open * factors,
-        bars.high * factors,
-        bars.low * factors,
-        bars.close * factors,
-        bars.volume / factors,
-        bars.session,
-        bars.session_first,
-        bars.session_last,
-        bars.minutes,
-        bars.minutes_to_close,
-    )

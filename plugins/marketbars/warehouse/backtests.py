@@ -1,4 +1,4 @@
-"""Backtests in the warehouse: bars and splits in, runs, metrics and trades out.
+"""Backtests in the warehouse: adjusted bars in (``market.bars_adjusted``), runs, metrics and trades out.
 
 Each detector's results are replaced in one transaction, so a retried or re-run task leaves
 exactly one copy of them.
@@ -18,7 +18,7 @@ import pyarrow as pa
 from psycopg import sql
 
 from marketbars.backtest import bars as bars_module
-from marketbars.backtest.bars import Bars, Split
+from marketbars.backtest.bars import Bars
 from marketbars.backtest.engine import Trade
 from marketbars.backtest.metrics import FIELDS
 from marketbars.market.calendar import day_window
@@ -66,23 +66,36 @@ class RunSpec:
     detectors: list[str]
     settings: dict[str, Any]
     detector_params: dict[str, dict[str, float]]
+    adjustment: str = "splits"  # market.bars_adjusted's adjust
+    follow_renames: bool = True
+
+
+ADJUSTED = sql.SQL("market.bars_adjusted(%s, %s, %s, %s, %s, %s)")
 
 
 def read_bars(
-    conn: Connection, symbols: Sequence[str], timeframe: str, first: dt.date, last: dt.date
+    conn: Connection,
+    symbols: Sequence[str],
+    timeframe: str,
+    first: dt.date,
+    last: dt.date,
+    *,
+    adjustment: str,
+    follow_renames: bool,
 ) -> dict[str, Bars]:
-    """The symbols' ``timeframe`` bars of the sessions first..last, unadjusted, placed in their
-    sessions (regular session only)."""
+    """The symbols' ``timeframe`` bars of the sessions first..last through ``market.bars_adjusted``
+    (the one home of adjustment), placed in their sessions (regular session only)."""
     start, _ = day_window(first)
     _, end = day_window(last)
     with conn.cursor() as cur:
         cur.execute("SET extra_float_digits = 1")  # floats printed exactly (the default since PG 12)
         table = read_bar_table(
             cur,
-            sql.SQL("symbol = ANY(%s) AND timeframe = %s AND ts >= %s AND ts < %s"),
-            (list(symbols), timeframe, start, end),
+            sql.SQL("true"),
+            (list(symbols), timeframe, start, end, adjustment, follow_renames),
             columns=("symbol", *_OHLCV),
             ordered=True,
+            source=ADJUSTED,
         )
     if table.num_rows == 0:
         return {}
@@ -98,44 +111,20 @@ def read_bars(
     return out
 
 
-def read_splits(
-    conn: Connection, symbols: Sequence[str], first: dt.date, last: dt.date
-) -> dict[str, list[Split]]:
-    """Splits executed after ``first`` and up to ``last``: the ones that change prices within the window."""
-    rows = conn.execute(
-        """SELECT symbol, execution_date, split_from, split_to FROM market.splits
-           WHERE symbol = ANY(%s) AND execution_date > %s AND execution_date <= %s
-           ORDER BY symbol, execution_date""",
-        (list(symbols), first, last),
-    ).fetchall()
-    out: dict[str, list[Split]] = {}
-    for symbol, day, split_from, split_to in rows:
-        out.setdefault(symbol, []).append(Split(symbol, day, split_from, split_to))
-    return out
-
-
-def start_run(conn: Connection, spec: RunSpec, splits: Mapping[str, list[Split]], report_dir: str) -> None:
-    """Record the run, or reset a re-run of the same id: its earlier results are deleted."""
-    listed = [
-        {
-            "symbol": s.symbol,
-            "execution_date": s.execution_date.isoformat(),
-            "split_from": s.split_from,
-            "split_to": s.split_to,
-        }
-        for values in splits.values()
-        for s in values
-    ]
+def start_run(conn: Connection, spec: RunSpec, actions: Mapping[str, Any], report_dir: str) -> None:
+    """Record the run, or reset a re-run of the same id: its earlier results are deleted.
+    ``actions``: what the adjustment applies and ignores (``applied``, ``quarantined``, ``renames``)."""
     with conn.transaction():
         conn.execute(
             """INSERT INTO market.backtest_runs (run_id, start_date, end_date, timeframe, symbols, detectors,
-                   settings, detector_params, prices, splits, status, report_dir)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'running', %s)
+                   settings, detector_params, adjustment, follow_renames, actions, status, report_dir)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'running', %s)
                ON CONFLICT (run_id) DO UPDATE SET
                    start_date = EXCLUDED.start_date, end_date = EXCLUDED.end_date,
                    timeframe = EXCLUDED.timeframe, symbols = EXCLUDED.symbols, detectors = EXCLUDED.detectors,
                    settings = EXCLUDED.settings, detector_params = EXCLUDED.detector_params,
-                   prices = EXCLUDED.prices, splits = EXCLUDED.splits, status = 'running',
+                   adjustment = EXCLUDED.adjustment, follow_renames = EXCLUDED.follow_renames,
+                   actions = EXCLUDED.actions, status = 'running',
                    report_dir = EXCLUDED.report_dir, started_at = now(), finished_at = NULL""",
             (
                 spec.run_id,
@@ -146,8 +135,9 @@ def start_run(conn: Connection, spec: RunSpec, splits: Mapping[str, list[Split]]
                 spec.detectors,
                 json.dumps(spec.settings),
                 json.dumps({"asset_classes": spec.symbols, "overrides": spec.detector_params}),
-                "split_adjusted" if listed else "raw",
-                json.dumps(listed),
+                spec.adjustment,
+                spec.follow_renames,
+                json.dumps(actions),
                 report_dir,
             ),
         )
@@ -157,15 +147,25 @@ def start_run(conn: Connection, spec: RunSpec, splits: Mapping[str, list[Split]]
 
 def run_spec(conn: Connection, run_id: str) -> RunSpec:
     row = conn.execute(
-        """SELECT start_date, end_date, timeframe, detectors, settings, detector_params
+        """SELECT start_date, end_date, timeframe, detectors, settings, detector_params, adjustment,
+                  follow_renames
            FROM market.backtest_runs WHERE run_id = %s""",
         (run_id,),
     ).fetchone()
     if row is None:
         raise LookupError(f"backtest run {run_id!r} is not in market.backtest_runs (did its plan task run?)")
-    start, end, timeframe, detectors, settings, params = row
+    start, end, timeframe, detectors, settings, params, adjustment, follow_renames = row
     return RunSpec(
-        run_id, start, end, timeframe, params["asset_classes"], list(detectors), settings, params["overrides"]
+        run_id,
+        start,
+        end,
+        timeframe,
+        params["asset_classes"],
+        list(detectors),
+        settings,
+        params["overrides"],
+        adjustment,
+        follow_renames,
     )
 
 

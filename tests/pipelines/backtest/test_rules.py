@@ -69,3 +69,39 @@ def test_the_warm_up_reads_further_back_for_a_longer_history() -> None:
 
 def test_a_run_id_becomes_a_folder_name() -> None:
     assert rules.folder_name("manual__2026-01-12T20:15:00+00:00") == "manual__2026-01-12T20_15_00_00_00"
+
+
+def test_action_lines_say_what_a_read_applies_and_ignores_once_per_reason() -> None:
+    conflict = "conflicting records for TSLA on 2025-12-31: 3-for-1 (E1); 5-for-1 (E2)"
+    actions = {
+        "applied": [
+            {
+                "kind": "split",
+                "ticker": "NVDA",
+                "day": "2025-12-29",
+                "detail": "10-for-1",
+                "price_factor": 0.1,
+            },
+            {
+                "kind": "dividend",
+                "ticker": "AAPL",
+                "day": "2025-12-22",
+                "detail": "0.26",
+                "price_factor": None,
+            },
+        ],
+        "renames": [{"symbol": "PLTR", "earlier_ticker": "PALT", "until": "2026-01-02"}],
+        "quarantined": [
+            {"kind": "split", "ticker": "TSLA", "day": "2025-12-31", "reason": conflict},
+            {"kind": "split", "ticker": "TSLA", "day": "2025-12-31", "reason": conflict},
+        ],
+    }
+    assert rules.action_lines(actions) == [
+        "applies split NVDA 2025-12-29: 10-for-1",
+        "applies dividend AAPL 2025-12-22: 0.26 (adjusts nothing)",
+        "reads PALT's bars before 2026-01-02 as PLTR",
+        f"ignores quarantined split TSLA 2025-12-31: {conflict}",
+    ]
+    assert rules.action_lines({"applied": [], "renames": [], "quarantined": []}) == [
+        "no corporate action applies in the window"
+    ]

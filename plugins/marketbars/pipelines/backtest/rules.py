@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from marketbars.backtest import detectors, runner
 from marketbars.backtest.detectors import Detector
 from marketbars.backtest.engine import Settings
+from marketbars.market.corporate_actions import ADJUSTMENTS
 from marketbars.market.symbols import asset_class_of, symbol_problems
 
 BACKTEST_CLASSES = ("stocks", "indices")  # no detector trades option contracts
@@ -25,6 +26,8 @@ class BacktestRequest:
     detectors: list[Detector]
     overrides: dict[str, dict[str, float]]  # detector -> parameter -> value
     settings: Settings
+    adjustment: str = "splits"  # market.bars_adjusted's adjust
+    follow_renames: bool = True
 
 
 def window(params: Mapping[str, Any], run_date: dt.date) -> tuple[dt.date, dt.date]:
@@ -52,8 +55,18 @@ def parse_request(params: Mapping[str, Any], run_date: dt.date) -> BacktestReque
         raise ValueError(f"detector_params names detectors not in this run: {', '.join(strangers)}")
     for d in chosen:
         d.parameters(overrides.get(d.name))  # unknown parameter names fail here, by name
+    adjustment = params.get("adjustment", "splits")
+    if adjustment not in ADJUSTMENTS:
+        raise ValueError(f"adjustment {adjustment!r} is not one of {', '.join(ADJUSTMENTS)}")
     return BacktestRequest(
-        start, end, params["timeframe"], chosen, overrides, Settings.from_params(dict(params))
+        start,
+        end,
+        params["timeframe"],
+        chosen,
+        overrides,
+        Settings.from_params(dict(params)),
+        adjustment,
+        bool(params.get("follow_renames", True)),
     )
 
 
@@ -92,3 +105,21 @@ def read_start(
 def folder_name(run_id: str) -> str:
     """A run id as a folder name (run ids carry colons and plus signs)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+
+
+def action_lines(actions: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+    """The log's account of what a run's read applies and ignores."""
+    lines = [
+        f"applies {a['kind']} {a['ticker']} {a['day']}: {a['detail']}"
+        + ("" if a["price_factor"] is not None else " (adjusts nothing)")
+        for a in actions["applied"]
+    ]
+    lines += [
+        f"reads {r['earlier_ticker']}'s bars before {r['until']} as {r['symbol']}" for r in actions["renames"]
+    ]
+    ignored = (
+        f"ignores quarantined {q['kind']} {q['ticker']} {q['day'] or '(undated)'}: {q['reason']}"
+        for q in actions["quarantined"]
+    )
+    lines += dict.fromkeys(ignored)  # a conflicting pair's records share one reason: one line
+    return lines or ["no corporate action applies in the window"]

@@ -51,16 +51,17 @@ def plan(params: Mapping[str, Any], dag_run: Any) -> list[dict[str, str]]:
             detectors=[d.name for d in request.detectors],
             settings=request.settings.to_json(),
             detector_params=request.overrides,
+            adjustment=request.adjustment,
+            follow_renames=request.follow_renames,
         )
         earliest = min(_read_start(spec, d) for d in request.detectors)
-        splits = backtests.read_splits(conn, list(classes), earliest, request.end)
+        actions = _actions(conn, spec, earliest)
         if folder.exists():
             shutil.rmtree(folder)  # a re-run's report replaces the earlier one whole
         folder.mkdir(parents=True)
-        backtests.start_run(conn, spec, splits, str(folder))
-    applied = ", ".join(f"{s.symbol} {s.execution_date}" for v in splits.values() for s in v)
+        backtests.start_run(conn, spec, actions, str(folder))
     log.info(
-        "backtest %s: %s..%s %s bars, %d symbol(s) (%s), %d detector(s); prices %s; report folder %s",
+        "backtest %s: %s..%s %s bars, %d symbol(s) (%s), %d detector(s); adjustment %s%s; report folder %s",
         spec.run_id,
         spec.start_date,
         spec.end_date,
@@ -68,12 +69,28 @@ def plan(params: Mapping[str, Any], dag_run: Any) -> list[dict[str, str]]:
         len(classes),
         ", ".join(sorted(classes)),
         len(spec.detectors),
-        f"split-adjusted ({applied})"
-        if splits
-        else "raw (market.splits records no split of these symbols in the window)",
+        spec.adjustment,
+        ", following renames" if spec.follow_renames else "",
         folder,
     )
+    for line in rules.action_lines(actions):
+        log.info("%s", line)
     return [{"detector": name} for name in spec.detectors]
+
+
+def _actions(conn: Any, spec: Any, earliest: dt.date) -> dict[str, list[dict[str, Any]]]:
+    """What the run's read applies (the actions after its first warm-up session, under its
+    adjustment), the renames it stitches, and the quarantined records it ignores."""
+    from marketbars.warehouse import corporate_actions
+
+    symbols = sorted(spec.symbols)
+    renames = corporate_actions.company_tickers(conn, symbols) if spec.follow_renames else []
+    applied = corporate_actions.applied_actions(conn, symbols, spec.adjustment, spec.follow_renames, earliest)
+    return {
+        "applied": [a.to_json() for a in applied],
+        "renames": [{"symbol": r, "earlier_ticker": t, "until": d.isoformat()} for r, t, d in renames],
+        "quarantined": corporate_actions.quarantined(conn, symbols + [t for _, t, _ in renames], earliest),
+    }
 
 
 def _checked(rule: Callable[..., T], *args: Any) -> T:
@@ -95,7 +112,6 @@ def _read_start(spec: Any, detector: Any) -> dt.date:
 
 def run_detector(detector_name: str, run_id: str) -> dict[str, Any]:
     """Backtest one detector over the run's symbols, replace its rows and draw its equity curve."""
-    from marketbars.backtest import bars as bars_module
     from marketbars.backtest import detectors, report, runner
     from marketbars.backtest.engine import Settings
     from marketbars.market.symbols import ALL_SYMBOLS
@@ -109,13 +125,19 @@ def run_detector(detector_name: str, run_id: str) -> dict[str, Any]:
         settings = Settings(**spec.settings)
         first = _read_start(spec, detector)
         symbols = runner.eligible(detector, spec.symbols, spec.timeframe)
-        splits = backtests.read_splits(conn, symbols, first, spec.end_date)
 
         def batches() -> Iterator[dict[str, Any]]:
             for i in range(0, len(symbols), SYMBOLS_PER_READ):
                 chunk = symbols[i : i + SYMBOLS_PER_READ]
-                raw = backtests.read_bars(conn, chunk, spec.timeframe, first, spec.end_date)
-                yield {s: bars_module.adjust(b, splits.get(s, [])) for s, b in raw.items()}
+                yield backtests.read_bars(
+                    conn,
+                    chunk,
+                    spec.timeframe,
+                    first,
+                    spec.end_date,
+                    adjustment=spec.adjustment,
+                    follow_renames=spec.follow_renames,
+                )
 
         result = runner.run_detector(
             detector, params, settings, batches(), spec.symbols, spec.timeframe, spec.start_date
@@ -191,8 +213,11 @@ def report_and_rank(
         "run_id": run_id,
         "status": status,
         "window": {"start": run["start_date"], "end": run["end_date"], "timeframe": run["timeframe"]},
-        "prices": run["prices"],
-        "splits_applied": run["splits"],
+        "adjustment": run["adjustment"],
+        "follow_renames": run["follow_renames"],
+        "actions_applied": run["actions"]["applied"],
+        "renames_followed": run["actions"]["renames"],
+        "actions_quarantined": run["actions"]["quarantined"],
         "symbols": run["detector_params"]["asset_classes"],
         "settings": run["settings"],
         "detector_params": run["detector_params"]["overrides"],
@@ -211,12 +236,12 @@ def report_and_rank(
     with WarehouseHook().connect() as conn:  # finished only once its report is complete
         backtests.finish_run(conn, run_id, status)
     log.info(
-        "backtest %s (%s %s..%s, prices %s): ranking by expectancy (R), then profit factor:",
+        "backtest %s (%s %s..%s, adjustment %s): ranking by expectancy (R), then profit factor:",
         run_id,
         run["timeframe"],
         run["start_date"],
         run["end_date"],
-        run["prices"],
+        run["adjustment"],
     )
     for line in report.ranking_lines(ranked):
         log.info("%s", line)
