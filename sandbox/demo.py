@@ -4,6 +4,12 @@ Starts an embedded PostgreSQL and an S3 server on loopback, publishes four weeks
 market in the vendor's formats, runs ``historical_bulk_backfill`` through Airflow itself
 (``airflow dags test``) and prints what the warehouse holds. Production differs only in the
 Airflow connections.
+
+The sample market has corporate actions (``include/sample_market/reference.json``): NVDA splits
+10-for-1 on 2025-12-29, SIRI 1-for-10 on 2026-01-05, AAPL and JPM pay dividends, PALT becomes PLTR
+on 2026-01-02, and the vendor's records carry a duplicate, a conflicting pair, an absurd ratio and
+other faults. The demo shows raw against adjusted bars across the split (a chart in
+``.sandbox/reports/corporate_actions``), the rename read as one history, and the quarantined records.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ def _summary_lines(log_path: Path) -> list[str]:
 
 
 TASK_LOGGERS = (
+    "marketbars.pipelines.common.reference_tasks",
     "marketbars.pipelines.daily.tasks",
     "marketbars.pipelines.gaps.tasks",
     "marketbars.pipelines.cleanup.tasks",
@@ -77,15 +84,27 @@ def _run_scheduled(
         message = line.split("] ", 1)[-1] if "] " in line else line
         if "ALERT [" in line:  # an alert's first line; its last one carries the logger's name
             print("   ", message.strip())
-        elif any(name in line for name in TASK_LOGGERS) and "[marketbars.alerts]" not in line:
-            print("   ", message.split(" [marketbars")[0].rstrip())
+    for line in _logged(log_path, (*TASK_LOGGERS, " was renamed: ")):
+        print("   ", line)
     print(f"    ({seconds:.0f} s through Airflow; full log: {log_path.relative_to(ROOT)})")
+
+
+def _logged(log_path: Path, markers: tuple[str, ...]) -> list[str]:
+    """The messages of the log lines that carry one of the markers (a logger's name, a phrase)."""
+    out = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        if any(marker in line for marker in markers) and "[marketbars.alerts]" not in line:
+            message = line.split("] ", 1)[-1] if "] " in line else line
+            out.append(message.split(" [marketbars")[0].split(" [airflow.task")[0].rstrip())
+    return out
 
 
 def _run_backfill(env: dict[str, str], conf: dict, log_path: Path) -> None:
     print(f"$ airflow dags test {DAG_ID} -c '{json.dumps(conf)}'", flush=True)
     seconds = _airflow(["dags", "test", DAG_ID, "-c", json.dumps(conf)], env, log_path)
     for line in _summary_lines(log_path):
+        print("   ", line)
+    for line in _logged(log_path, ("marketbars.pipelines.common.reference_tasks", " was renamed: ")):
         print("   ", line)
     print(f"    ({seconds:.0f} s through Airflow; full log: {log_path.relative_to(ROOT)})")
 
@@ -147,6 +166,101 @@ REPORT_QUERIES = {
         SELECT dataset, timeframe, count(*), sum(rows_loaded), sum(rows_quarantined)
         FROM market.ingest_ledger GROUP BY dataset, timeframe ORDER BY dataset, timeframe""",
 }
+
+
+CORPORATE_ACTION_QUERIES = {
+    "splits": """
+        SELECT symbol, execution_date, split_to::text || '-for-' || split_from::text, adjustment_type,
+               source_id
+        FROM market.splits ORDER BY 2, 1""",
+    "dividends": """
+        SELECT symbol, ex_dividend_date, cash_amount, currency, source_id
+        FROM market.dividends ORDER BY 2, 1""",
+    "quarantined": """
+        SELECT kind, symbol, day, reason, source_id
+        FROM market.reference_quarantine ORDER BY kind, day, symbol""",
+    "collapsed": """
+        SELECT coalesce(sum(duplicates), 0) FROM market.reference_ledger
+        WHERE kind = 'split' AND window_from = '-infinity'""",
+    "nvda_daily": """
+        SELECT (r.ts AT TIME ZONE 'America/New_York')::date, r.close, a.close, r.volume, a.volume
+        FROM market.bars_adjusted(ARRAY['NVDA'], '1d', %(start)s, %(end)s, 'none') r
+        JOIN market.bars_adjusted(ARRAY['NVDA'], '1d', %(start)s, %(end)s, 'splits') a USING (ts)
+        WHERE (r.ts AT TIME ZONE 'America/New_York')::date BETWEEN '2025-12-24' AND '2025-12-31'
+        ORDER BY r.ts""",
+    "nvda_raw": """
+        SELECT ts, close FROM market.bars_adjusted(ARRAY['NVDA'], '1h', %(start)s, %(end)s, 'none')
+        ORDER BY ts""",
+    "nvda_adjusted": """
+        SELECT ts, close FROM market.bars_adjusted(ARRAY['NVDA'], '1h', %(start)s, %(end)s, 'splits')
+        ORDER BY ts""",
+    "pltr_followed": """
+        SELECT count(*), min(ts AT TIME ZONE 'America/New_York')::date,
+               count(*) FILTER (WHERE ts < '2026-01-02 00:00 America/New_York')
+        FROM market.bars_adjusted(ARRAY['PLTR'], '1d', %(start)s, %(end)s, 'splits', true)""",
+    "pltr_alone": """
+        SELECT count(*) FROM market.bars_adjusted(ARRAY['PLTR'], '1d', %(start)s, %(end)s)""",
+    "watchlist": """
+        SELECT symbol, active FROM market.watchlist WHERE symbol IN ('PALT', 'PLTR') ORDER BY 1""",
+}
+
+
+def _corporate_actions(db: Postgres) -> None:
+    """What the vendor's reference data left in the warehouse, and what market.bars_adjusted makes of it."""
+    _section("Corporate actions: stored, quarantined, and applied when bars are read (raw rows never change)")
+    window = {
+        "start": dt.datetime.combine(DEMO_START, dt.time(), NEW_YORK),
+        "end": dt.datetime.combine(DEMO_END, dt.time(23), NEW_YORK),
+    }
+    with db.connect() as conn:
+        q = {name: conn.execute(sql, window).fetchall() for name, sql in CORPORATE_ACTION_QUERIES.items()}
+    print("    market.splits (validated, applied at read time):")
+    for symbol, day, ratio, kind, source_id in q["splits"]:
+        print(f"      {symbol:<5} {day} {ratio} {kind} (vendor id {source_id})")
+    print(f"      ({q['collapsed'][0][0]} exact duplicate record(s) collapsed into the ones above)")
+    print("    market.dividends:")
+    for symbol, day, amount, currency, source_id in q["dividends"]:
+        print(f"      {symbol:<5} ex {day} {amount} {currency} (vendor id {source_id})")
+    print("    market.reference_quarantine (never applied):")
+    for kind, symbol, day, reason, source_id in q["quarantined"]:
+        print(f"      {kind:<8} {symbol:<5} {day}  {reason} ({source_id})")
+    print("    NVDA 1d across its 10-for-1 split, raw -> market.bars_adjusted(adjust => 'splits'):")
+    for day, raw_close, close, raw_volume, volume in q["nvda_daily"]:
+        prices = f"close {raw_close:>8.2f} -> {close:>7.2f}"
+        print(f"      {day}  {prices}   volume {raw_volume:>11,.0f} -> {volume:>11,.0f}")
+    count, first, from_palt = q["pltr_followed"][0]
+    print(
+        f"    PLTR read with follow_renames: {count} daily bars from {first}, {from_palt} of them PALT's"
+        f" from before the 2026-01-02 rename; without it: {q['pltr_alone'][0][0]}"
+    )
+    print("    watchlist: " + ", ".join(f"{s} {'active' if a else 'inactive'}" for s, a in q["watchlist"]))
+    chart = _split_chart(q["nvda_raw"], q["nvda_adjusted"])
+    print(f"    chart: {chart.relative_to(ROOT)} (NVDA 1h closes, raw and split-adjusted)")
+
+
+def _split_chart(raw: list[tuple], adjusted: list[tuple]) -> Path:
+    from matplotlib.dates import date2num
+    from matplotlib.figure import Figure
+
+    folder = WORKDIR / "reports" / "corporate_actions"
+    folder.mkdir(parents=True, exist_ok=True)
+    figure = Figure(figsize=(9, 4.5), layout="constrained")
+    axes = figure.subplots()
+    axes.plot([r[0] for r in raw], [r[1] for r in raw], color="#c62828", linewidth=1, label="raw (as stored)")
+    axes.plot(
+        [r[0] for r in adjusted], [r[1] for r in adjusted], color="#1565c0", linewidth=1.2,
+        label="market.bars_adjusted(adjust => 'splits')",
+    )  # fmt: skip
+    split_day = date2num(dt.datetime.combine(dt.date(2025, 12, 29), dt.time(4), NEW_YORK))
+    axes.axvline(float(split_day), color="#9e9e9e", linestyle="--")
+    axes.set_yscale("log")
+    axes.set_ylabel("close ($, log scale)")
+    axes.set_title("NVDA 1h closes across the 10-for-1 split of 2025-12-29 (sample market)", fontsize=10)
+    axes.legend(loc="upper right")
+    figure.autofmt_xdate()
+    path = folder / "NVDA_split.png"
+    figure.savefig(path, dpi=100)
+    return path
 
 
 def _report(db: Postgres) -> None:
@@ -251,10 +365,13 @@ def main() -> None:
         )
         next_session = sessions_between(args.end + dt.timedelta(days=1), args.end + dt.timedelta(days=7))[0]
         with db.connect() as conn:
-            conn.execute("INSERT INTO market.watchlist (symbol, asset_class) VALUES ('AMD', 'stocks')")
+            conn.execute(
+                "INSERT INTO market.watchlist (symbol, asset_class)"
+                " VALUES ('AMD', 'stocks'), ('SIRI', 'stocks'), ('PALT', 'stocks')"
+            )
         _section(
-            f"5. The daily backfill for {next_session}, after AMD joins the watchlist: flat files where "
-            "published, REST for the rest"
+            f"5. The daily backfill for {next_session}, after AMD, SIRI and PALT join the watchlist: "
+            "corporate actions first (PALT is now PLTR), then flat files where published, REST for the rest"
         )
         _run_scheduled(env, "watchlist_daily_backfill", next_session, logs / "run-daily.log")
         print(f"    REST requests served: {len(api.log)}")
@@ -275,6 +392,7 @@ def main() -> None:
             _print_gap_ledger(db)
 
         run_gap_dag()
+        _corporate_actions(db)
         _section(
             "7. gap_detection_and_retry again (backoff set to 0 for the demo): what the flat files could "
             "not fill is retried through REST"
