@@ -44,6 +44,9 @@ def snapshot(conn: psycopg.Connection) -> dict[str, object]:
             table: set(conn.execute(f"SELECT * FROM market.{table}"))  # fixed names
             for table in ("watchlist", "quarantine", "ingest_ledger", "rest_ledger", "backfill_gaps")
         },
+        "reference_ledger": set(  # dates as text: psycopg reads no infinite date
+            conn.execute("SELECT kind, symbol, window_from::text, fetched_at FROM market.reference_ledger")
+        ),
         "backtest_runs": set(conn.execute("SELECT run_id, started_at FROM market.backtest_runs")),
         "backtest_metrics": set(conn.execute("SELECT run_id, detector, symbol FROM market.backtest_metrics")),
     }
@@ -93,6 +96,14 @@ def spanning(airflow_metadata_db: None, airflow_connections: dict[str, str], con
             " VALUES ('stocks', '1m', %s, '*', 'k', 'e', 1, 1, 1, 0)",
             (day,),
         )
+        whole_history = ["-infinity"] if day.year == 2023 else []  # once per ticker, kept
+        for window_from in [str(day - dt.timedelta(days=30)), *whole_history]:
+            conn.execute(
+                "INSERT INTO market.reference_ledger (kind, symbol, window_from, window_to, accepted,"
+                " rejected, duplicates, requests, request_ids, fetched_at)"
+                " VALUES ('split', 'AAPL', %s::date, 'infinity', 0, 0, 0, 1, '{}', %s::date + time '20:00')",
+                (window_from, day),
+            )
         for status in ("filled", "open"):
             conn.execute(
                 "INSERT INTO market.backfill_gaps"
@@ -193,6 +204,7 @@ def test_retention_drops_old_partitions_trims_the_boundary_and_keeps_the_rest(
         "ingest_ledger": 1,
         "rest_ledger": 0,
         "backfill_gaps": 1,
+        "reference_ledger": 1,  # the 2023 window; the ticker's whole-history fetch stays
         "backtest_runs": 1,
     }
     assert {row[0] for row in after["backtest_runs"]} == {"recent"}

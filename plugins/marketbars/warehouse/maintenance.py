@@ -20,6 +20,8 @@ PRUNABLE: dict[str, str] = {
     "ingest_ledger": "session_date < %s",
     "rest_ledger": "session_date < %s",
     "backfill_gaps": "session_date < %s AND status <> 'open'",
+    # A ticker's whole-history fetch stays: it is how a run knows the ticker is not new.
+    "reference_ledger": "fetched_at < %s AND window_from <> '-infinity'",
     "backtest_runs": "started_at < %s",  # their metrics and trades go with them (ON DELETE CASCADE)
 }
 

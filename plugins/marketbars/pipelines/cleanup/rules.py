@@ -21,7 +21,7 @@ STALE_FILE_AGE = dt.timedelta(hours=24)
 # The tables each ledger retention setting governs (a kind's days: 0 keeps its rows forever).
 LEDGER_TABLES: dict[str, tuple[str, ...]] = {
     "quarantine": ("quarantine",),
-    "ledgers": ("ingest_ledger", "rest_ledger", "backfill_gaps"),
+    "ledgers": ("ingest_ledger", "rest_ledger", "backfill_gaps", "reference_ledger"),
     "backtests": ("backtest_runs",),
 }
 
