@@ -158,3 +158,17 @@ def test_the_engine_matches_the_benchmarks_naive_per_bar_loop() -> None:
         )
         assert (trade.exit_reason, trade.shares) == (ref["exit_reason"], ref["shares"])
         assert trade.net_pnl == pytest.approx(ref["net_pnl"], rel=1e-9)
+
+
+def test_exits_found_a_few_candidates_at_a_time_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long holds are searched in slices of candidates (bounded memory): the slicing changes nothing."""
+    from marketbars.backtest import engine
+
+    bars = generated_bars(5)
+    signals = crossover_signals(bars.close, 1)
+    long_holds = engine.Settings(**{**SETTINGS.to_json(), "max_hold_bars": 400})
+    whole = simulate(bars, signals, 1, long_holds, start=0, intraday=False)
+    monkeypatch.setattr(engine, "_EXIT_CELLS", 401 * 3)  # three candidates at a time
+    sliced = simulate(bars, signals, 1, long_holds, start=0, intraday=False)
+    assert sliced == whole and len(whole.trades) >= 5
+    assert {t.exit_reason for t in whole.trades} >= {"stop", "target"}

@@ -20,12 +20,13 @@ Rules (one open position per symbol per detector; a signal while in a position i
 - **P&L**: gross = side x (exit fill - entry fill) x shares, net = gross - commission, the
   R-multiple = net / (shares x R), the return = net / (entry fill x shares).
 
-Signals are searched with numpy; the Python loop runs once per trade, not once per bar.
+Every candidate signal's levels, size and first exit are found with numpy at once (the exits in
+slices of candidates, so long holds stay in bounded memory); Python only walks the candidates to
+keep one position at a time, never the bars.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -127,36 +128,44 @@ def simulate(
     candidates = np.flatnonzero(np.asarray(signals, bool)[: n - 1])
     candidates = candidates[candidates >= start]
     slip = settings.slippage_bps / 10_000.0
+    # Every candidate's levels, size and first exit, as if it were taken (vectorised); the loop
+    # below only decides which candidates are taken (one position at a time).
+    risks = settings.stop_atr * ranges[candidates]
+    references = bars.close[candidates]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sizes = np.floor(
+            np.minimum(settings.capital * settings.risk_fraction / risks, settings.capital / references)
+        )
+    stops = references - side * risks
+    targets = references + side * settings.target_r * risks
+    entries = candidates + 1
+    timeouts = entries + settings.max_hold_bars  # bars whose open a time exit fills at
+    lasts = np.minimum(timeouts - 1, n - 1)
+    if intraday:
+        lasts = np.minimum(lasts, session_end[entries])
+    exits, fills, reasons = _exits(bars, side, entries, lasts, stops, targets)
     trades: list[Trade] = []
     held = skipped = 0
     free_from = start  # the first bar whose close may signal a new entry
-    for s in candidates.tolist():
+    for i, s in enumerate(candidates.tolist()):
         if s < free_from or (intraday and bars.session_last[s]):
             continue
-        risk = settings.stop_atr * ranges[s]
+        risk = risks[i]
         if not risk > 0:  # NaN while the ATR warms up
             continue
-        reference = bars.close[s]
-        shares = math.floor(
-            min(settings.capital * settings.risk_fraction / risk, settings.capital / reference)
-        )
-        if shares < 1:
+        if not sizes[i] >= 1:
             skipped += 1
             continue
-        stop, target = reference - side * risk, reference + side * settings.target_r * risk
-        entry = s + 1
-        timeout = entry + settings.max_hold_bars  # bar whose open a time exit fills at
-        last = min(timeout - 1, n - 1)
-        if intraday:
-            last = min(last, int(session_end[entry]))
-        exit_index, exit_raw, reason = _exit(bars, side, entry, last, stop, target)
-        if reason is None:
-            if intraday and last == session_end[entry]:
-                exit_index, exit_raw, reason = last, bars.close[last], "end_of_session"
-            elif timeout <= n - 1:
-                exit_index, exit_raw, reason = timeout, bars.open[timeout], "max_hold"
-            else:
-                exit_index, exit_raw, reason = n - 1, bars.close[n - 1], "end_of_data"
+        shares = int(sizes[i])
+        entry, last, timeout = s + 1, int(lasts[i]), int(timeouts[i])
+        if reasons[i]:
+            exit_index, exit_raw, reason = int(exits[i]), fills[i], EXIT_REASONS[reasons[i] - 1]
+        elif intraday and last == session_end[entry]:
+            exit_index, exit_raw, reason = last, bars.close[last], "end_of_session"
+        elif timeout <= n - 1:
+            exit_index, exit_raw, reason = timeout, bars.open[timeout], "max_hold"
+        else:
+            exit_index, exit_raw, reason = n - 1, bars.close[n - 1], "end_of_data"
         bars_held = (exit_index - entry) if reason == "max_hold" else (exit_index - entry + 1)
         entry_fill = bars.open[entry] * (1 + side * slip)
         exit_fill = exit_raw * (1 - side * slip)
@@ -172,8 +181,8 @@ def simulate(
                 entry_price=float(entry_fill),
                 exit_price=float(exit_fill),
                 shares=shares,
-                stop=float(stop),
-                target=float(target),
+                stop=float(stops[i]),
+                target=float(targets[i]),
                 risk_per_share=float(risk),
                 gross_pnl=float(gross),
                 commission=settings.commission,
@@ -189,25 +198,50 @@ def simulate(
     return Outcome(trades, window, held, skipped)
 
 
-def _exit(
-    bars: Bars, side: int, first: int, last: int, stop: float, target: float
-) -> tuple[int, float, str | None]:
-    """The first bar in [first, last] that reaches the stop or the target, its fill before
-    slippage, and which; (-1, nan, None) when neither is reached."""
-    if side > 0:
-        stop_hit = bars.low[first : last + 1] <= stop
-        target_hit = bars.high[first : last + 1] >= target
-    else:
-        stop_hit = bars.high[first : last + 1] >= stop
-        target_hit = bars.low[first : last + 1] <= target
-    k_stop = int(np.argmax(stop_hit)) if stop_hit.any() else None
-    k_target = int(np.argmax(target_hit)) if target_hit.any() else None
-    if k_stop is None and k_target is None:
-        return -1, math.nan, None
-    if k_target is None or (k_stop is not None and k_stop <= k_target):
-        k = first + k_stop  # type: ignore[operator]
-        fill = min(bars.open[k], stop) if side > 0 else max(bars.open[k], stop)
-        return k, float(fill), "stop"
-    k = first + k_target
-    fill = max(bars.open[k], target) if side > 0 else min(bars.open[k], target)
-    return k, float(fill), "target"
+_EXIT_CELLS = 1 << 21  # candidates x bars compared at once (bounds memory for long holds)
+
+
+def _exits(
+    bars: Bars,
+    side: int,
+    entries: np.ndarray,
+    lasts: np.ndarray,
+    stops: np.ndarray,
+    targets: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each candidate, the first bar in [entry, last] that reaches its stop or target, the fill
+    before slippage, and which (1 = stop, 2 = target, as in ``EXIT_REASONS``; 0 = neither). The
+    stop counts first when one bar reaches both; a bar that opens through a level fills at the open."""
+    count = len(entries)
+    exits, fills, reasons = np.full(count, -1, np.int64), np.full(count, np.nan), np.zeros(count, np.int8)
+    if count == 0:
+        return exits, fills, reasons
+    width = int((lasts - entries).max()) + 1
+    step = max(_EXIT_CELLS // width, 1)
+    offsets = np.arange(width)
+    for lo in range(0, count, step):
+        part = slice(lo, lo + step)
+        index = entries[part, None] + offsets
+        inside = index <= lasts[part, None]
+        index = np.minimum(index, len(bars) - 1)
+        low, high = bars.low[index], bars.high[index]
+        if side > 0:
+            stop_hit = inside & (low <= stops[part, None])
+            target_hit = inside & (high >= targets[part, None])
+        else:
+            stop_hit = inside & (high >= stops[part, None])
+            target_hit = inside & (low <= targets[part, None])
+        k_stop = np.where(stop_hit.any(axis=1), stop_hit.argmax(axis=1), width)
+        k_target = np.where(target_hit.any(axis=1), target_hit.argmax(axis=1), width)
+        by_stop, by_target = (k_stop <= k_target) & (k_stop < width), k_target < k_stop
+        k = np.where(by_stop, k_stop, k_target)
+        at = entries[part] + np.minimum(k, width - 1)
+        opens = bars.open[np.minimum(at, len(bars) - 1)]
+        if side > 0:
+            stop_fill, target_fill = np.minimum(opens, stops[part]), np.maximum(opens, targets[part])
+        else:
+            stop_fill, target_fill = np.maximum(opens, stops[part]), np.minimum(opens, targets[part])
+        exits[part] = np.where(by_stop | by_target, at, -1)
+        fills[part] = np.where(by_stop, stop_fill, np.where(by_target, target_fill, np.nan))
+        reasons[part] = np.where(by_stop, 1, np.where(by_target, 2, 0))
+    return exits, fills, reasons
