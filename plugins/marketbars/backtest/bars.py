@@ -8,7 +8,7 @@ session.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -52,6 +52,17 @@ class Bars:
     def first_index_on_or_after(self, day: dt.date) -> int:
         """Index of the first bar of ``day``'s session or later (warm-up bars come before it)."""
         return int(np.searchsorted(self.session, day.toordinal(), side="left"))
+
+    def since(self, day: dt.date) -> Bars:
+        """The bars from ``day``'s session on, as views (no copy): one read serves detectors that
+        warm up over different spans, each seeing exactly the bars its own read would."""
+        first = self.first_index_on_or_after(day)
+        if first == 0:
+            return self
+        columns = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("symbol", "timeframe")
+        }
+        return Bars(self.symbol, self.timeframe, **{name: column[first:] for name, column in columns.items()})
 
 
 def build(

@@ -44,9 +44,37 @@ FIELDS = (
 )
 
 
+def trade_order(trade: Trade) -> tuple[int, str, int]:
+    """The order statistics see trades in (exit time, symbol, entry time): the drawdown follows
+    realised equity, and sums added in one order are bit-for-bit reproducible, wherever the trades
+    were computed. ``warehouse.backtests`` reads stored trades back in this order."""
+    return (trade.exit_ts, trade.symbol, trade.entry_ts)
+
+
 def summarize(trades: Sequence[Trade], *, capital: float, bars: int, bars_in_position: int) -> dict[str, Any]:
-    ordered = sorted(trades, key=lambda t: (t.exit_ts, t.symbol, t.entry_ts))
-    pnl = np.array([t.net_pnl for t in ordered], dtype=np.float64)
+    """Statistics of trades in any order (they are put in ``trade_order`` first)."""
+    ordered = sorted(trades, key=trade_order)
+    return summarize_columns(
+        np.array([t.net_pnl for t in ordered], dtype=np.float64),
+        np.array([t.return_pct for t in ordered], dtype=np.float64),
+        np.array([t.r_multiple for t in ordered], dtype=np.float64),
+        capital=capital,
+        bars=bars,
+        bars_in_position=bars_in_position,
+    )
+
+
+def summarize_columns(
+    pnl: np.ndarray,
+    returns: np.ndarray,
+    r_multiples: np.ndarray,
+    *,
+    capital: float,
+    bars: int,
+    bars_in_position: int,
+) -> dict[str, Any]:
+    """Statistics of trades given as columns already in ``trade_order``: net P&L, return and
+    R-multiple. Trades combined from several batches give exactly the one-batch figures."""
     wins, losses = pnl[pnl > 0], pnl[pnl < 0]
     gross_profit, gross_loss = float(wins.sum()), float(abs(losses.sum()))
     n = len(pnl)
@@ -55,7 +83,6 @@ def summarize(trades: Sequence[Trade], *, capital: float, bars: int, bars_in_pos
     else:
         profit_factor = math.inf if gross_profit > 0 else None
     drawdown, drawdown_pct = _max_drawdown(pnl, capital)
-    returns = np.array([t.return_pct for t in ordered], dtype=np.float64)
     sharpe = None
     if n >= 2:
         spread = float(np.std(returns, ddof=1))
@@ -70,7 +97,7 @@ def summarize(trades: Sequence[Trade], *, capital: float, bars: int, bars_in_pos
         "gross_loss": gross_loss,
         "profit_factor": profit_factor,
         "expectancy": float(pnl.mean()) if n else None,
-        "expectancy_r": float(np.mean([t.r_multiple for t in ordered])) if n else None,
+        "expectancy_r": float(np.mean(r_multiples)) if n else None,
         "avg_win": float(wins.mean()) if len(wins) else None,
         "avg_loss": float(losses.mean()) if len(losses) else None,
         "largest_win": float(wins.max()) if len(wins) else None,

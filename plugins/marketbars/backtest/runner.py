@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from marketbars.backtest import metrics
 from marketbars.backtest.bars import TIMEFRAME_MINUTES, Bars
@@ -58,6 +60,94 @@ def eligible(detector: Detector, asset_classes: Mapping[str, str], timeframe: st
     return sorted(s for s, kind in asset_classes.items() if detector.applies_to(kind, timeframe) is None)
 
 
+@dataclass(frozen=True)
+class Job:
+    """One detector in a batch: its parameters and the first session its warm-up reads."""
+
+    detector: Detector
+    params: Mapping[str, float]
+    read_start: dt.date
+
+
+def run_symbols(
+    detector: Detector,
+    params: Mapping[str, float],
+    settings: Settings,
+    bars_by_symbol: Mapping[str, Bars],
+    asset_classes: Mapping[str, str],
+    timeframe: str,
+    start: dt.date,
+) -> DetectorResult:
+    """Signals from ``start`` on (earlier bars are warm-up), trades and statistics per symbol
+    (no all-symbol row: ``overall`` makes it from every batch's trades). A symbol the detector does
+    not apply to, or without bars in the range, gets a note instead of statistics."""
+    result = DetectorResult(detector.name)
+    for symbol in sorted(bars_by_symbol):
+        bars = bars_by_symbol[symbol]
+        why_not = detector.applies_to(asset_classes.get(symbol, "stocks"), timeframe)
+        first = bars.first_index_on_or_after(start)
+        if why_not or first >= len(bars):
+            result.notes[symbol] = why_not or "no bars in the range"
+            continue
+        signals = detector.signals(bars, params)
+        outcome = simulate(bars, signals, detector.side, settings, start=first, intraday=detector.intraday)
+        result.trades += outcome.trades
+        result.metrics[symbol] = metrics.summarize(
+            outcome.trades,
+            capital=settings.capital,
+            bars=outcome.bars,
+            bars_in_position=outcome.bars_in_position,
+        ) | {
+            "bars": outcome.bars,
+            "bars_in_position": outcome.bars_in_position,
+            "skipped_signals": outcome.skipped_signals,
+        }
+    return result
+
+
+def overall_counts(per_symbol: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """The all-symbol row's counts: sums over the symbols that traded (exact, being integers)."""
+    rows = list(per_symbol)
+    return {
+        "symbols": len(rows),
+        "bars": sum(int(r["bars"]) for r in rows),
+        "bars_in_position": sum(int(r["bars_in_position"]) for r in rows),
+        "skipped_signals": sum(int(r["skipped_signals"]) for r in rows),
+    }
+
+
+def overall(trades: Sequence[Trade], counts: Mapping[str, int], settings: Settings) -> dict[str, Any]:
+    """The all-symbol row: statistics of every trade against the capital of every symbol traded."""
+    ordered = sorted(trades, key=metrics.trade_order)
+    return overall_columns(
+        np.array([t.net_pnl for t in ordered], dtype=np.float64),
+        np.array([t.return_pct for t in ordered], dtype=np.float64),
+        np.array([t.r_multiple for t in ordered], dtype=np.float64),
+        counts,
+        settings,
+    )
+
+
+def overall_columns(
+    net_pnl: np.ndarray,
+    return_pct: np.ndarray,
+    r_multiple: np.ndarray,
+    counts: Mapping[str, int],
+    settings: Settings,
+) -> dict[str, Any]:
+    """``overall`` from trade columns already in ``metrics.trade_order`` (as the tables give them back
+    after every batch wrote its own): the same figures, bit for bit."""
+    capital = settings.capital * max(counts["symbols"], 1)
+    return metrics.summarize_columns(
+        net_pnl,
+        return_pct,
+        r_multiple,
+        capital=capital,
+        bars=counts["bars"],
+        bars_in_position=counts["bars_in_position"],
+    ) | {k: counts[k] for k in ("bars", "bars_in_position", "skipped_signals")}
+
+
 def run_detector(
     detector: Detector,
     params: Mapping[str, float],
@@ -67,41 +157,43 @@ def run_detector(
     timeframe: str,
     start: dt.date,
 ) -> DetectorResult:
-    """Signals from ``start`` on (earlier bars are warm-up), trades and statistics per symbol and
-    over all of them. ``batches`` yields the symbols' bars a few symbols at a time, so memory holds
-    one batch of bars and the trades. A symbol the detector does not apply to, or without bars in
-    the range, gets a note instead of statistics."""
+    """One detector over every batch of symbols, with the all-symbol row: what one task computes
+    when it holds everything (the reference the batched run must equal, and the bench's baseline)."""
     result = DetectorResult(detector.name)
-    seen: set[str] = set()
-    bars_total = held_total = skipped_total = 0
     for batch in batches:
-        for symbol in sorted(batch):
-            bars = batch[symbol]
-            seen.add(symbol)
-            why_not = detector.applies_to(asset_classes.get(symbol, "stocks"), timeframe)
-            first = bars.first_index_on_or_after(start)
-            if why_not or first >= len(bars):
-                result.notes[symbol] = why_not or "no bars in the range"
-                continue
-            signals = detector.signals(bars, params)
-            outcome = simulate(
-                bars, signals, detector.side, settings, start=first, intraday=detector.intraday
-            )
-            result.trades += outcome.trades
-            result.metrics[symbol] = metrics.summarize(
-                outcome.trades,
-                capital=settings.capital,
-                bars=outcome.bars,
-                bars_in_position=outcome.bars_in_position,
-            ) | {"bars": outcome.bars, "skipped_signals": outcome.skipped_signals}
-            bars_total += outcome.bars
-            held_total += outcome.bars_in_position
-            skipped_total += outcome.skipped_signals
-    for symbol in sorted(set(asset_classes) - seen):
+        part = run_symbols(detector, params, settings, batch, asset_classes, timeframe, start)
+        result.trades += part.trades
+        result.metrics |= part.metrics
+        result.notes |= part.notes
+    for symbol in sorted(set(asset_classes) - set(result.metrics) - set(result.notes)):
         result.notes[symbol] = detector.applies_to(asset_classes[symbol], timeframe) or "no bars in the range"
     # Always an all-symbol row, so a detector that traded nowhere still shows (and is flagged).
-    capital = settings.capital * max(len(result.metrics), 1)
-    result.metrics[ALL_SYMBOLS] = metrics.summarize(
-        result.trades, capital=capital, bars=bars_total, bars_in_position=held_total
-    ) | {"bars": bars_total, "skipped_signals": skipped_total}
+    result.metrics[ALL_SYMBOLS] = overall(result.trades, overall_counts(result.metrics.values()), settings)
     return result
+
+
+def run_batch(
+    jobs: Sequence[Job],
+    settings: Settings,
+    bars_by_symbol: Mapping[str, Bars],
+    symbols: Sequence[str],
+    asset_classes: Mapping[str, str],
+    timeframe: str,
+    start: dt.date,
+) -> list[DetectorResult]:
+    """Every detector over one batch of symbols whose bars were read once (from the earliest
+    warm-up): each detector sees the bars from its own ``read_start`` on, so its results are those
+    of a read of its own. Per-symbol rows only; ``symbols`` without bars get a note."""
+    results = []
+    for job in jobs:
+        eligible = {
+            s: bars.since(job.read_start)
+            for s, bars in bars_by_symbol.items()
+            if job.detector.applies_to(asset_classes.get(s, "stocks"), timeframe) is None
+        }
+        result = run_symbols(job.detector, job.params, settings, eligible, asset_classes, timeframe, start)
+        for symbol in sorted(set(symbols) - set(result.metrics) - set(result.notes)):
+            kind = asset_classes.get(symbol, "stocks")
+            result.notes[symbol] = job.detector.applies_to(kind, timeframe) or "no bars in the range"
+        results.append(result)
+    return results
