@@ -122,8 +122,7 @@ def _minutes(days: Sequence[dt.date]) -> Any:
 def _read(conn: Any, way: str, symbols: list[str], window: tuple[dt.datetime, dt.datetime]) -> Any:
     from psycopg import sql
 
-    from marketbars.warehouse.backtests import ADJUSTED
-    from marketbars.warehouse.bars import read_bars
+    from marketbars.warehouse.bars import ADJUSTED, read_bars
 
     with conn.cursor() as cur:
         if way == "raw":

@@ -24,10 +24,13 @@ updated) over the last `lookback_days`.
 **What it does**
 1. `plan` validates the params, records the run in `market.backtest_runs` (a re-run of the
    same run id replaces its results) and lists the detectors.
-2. `run_detector` (mapped, one per detector): reads the bars through `market.bars_adjusted`
-   with the run's `adjustment`, simulates, and replaces the detector's rows in
-   `market.backtest_metrics` and `market.backtest_trades`; draws `equity_<detector>.png`.
-3. `report_and_rank` writes `summary.json`, `metrics.csv` and `trades.csv` into the run's report
+2. `run_batch` (mapped, one per batch of symbols, sized by bars: at most 2 million per batch):
+   reads the batch's bars once through `market.bars_adjusted` with the run's `adjustment`, runs
+   every detector on them in memory, and replaces the batch's rows in `market.backtest_metrics`
+   and `market.backtest_trades` in one transaction.
+3. `report_and_rank` makes each detector's all-symbol row from every batch's trades (exactly, never
+   by averaging), draws `equity.png` (every detector's curve) and writes `summary.json`,
+   `metrics.csv` and `trades.csv` into the run's report
    folder (`market_backtest_reports_dir`/<run id>, and S3 when `market_reports_s3_uri` is set) and
    logs the ranking by expectancy (R) and profit factor, flagging detectors below the thresholds.
    The summary lists the corporate actions the adjustment applied, the renames it followed and the
@@ -135,19 +138,20 @@ with DAG(
 ) as dag:
 
     @task
-    def plan(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, str]]:
-        """Validate, record the run, one work item per detector."""
+    def plan(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, list[str]]]:
+        """Validate, record the run, one work item per batch of symbols."""
         from marketbars.pipelines.backtest.tasks import plan
 
         return plan(params, dag_run)
 
-    @task(map_index_template="{{ detector_label }}", max_active_tis_per_dagrun=2)
-    def run_detector(detector: str, dag_run: Any = None) -> dict[str, Any]:
-        """One detector over every symbol: trades, metrics, equity curve."""
-        from marketbars.pipelines.backtest.tasks import run_detector
+    @task(map_index_template="{{ batch_label }}", max_active_tis_per_dagrun=2)
+    def run_batch(symbols: list[str], dag_run: Any = None) -> dict[str, Any]:
+        """Every detector over one batch of symbols, whose bars are read once."""
+        from marketbars.pipelines.backtest.rules import batch_label
+        from marketbars.pipelines.backtest.tasks import run_batch
 
-        get_current_context()["detector_label"] = detector  # type: ignore[typeddict-unknown-key]  # our own key
-        return run_detector(detector, dag_run.run_id)
+        get_current_context()["batch_label"] = batch_label(symbols)  # type: ignore[typeddict-unknown-key]  # our own key
+        return run_batch(symbols, dag_run.run_id)
 
     @task(trigger_rule="all_done")
     def report_and_rank(
@@ -160,5 +164,5 @@ with DAG(
         return report_and_rank(params, dag_run.run_id, planned, outputs(results, each=dict))
 
     work = plan()
-    results = run_detector.expand_kwargs(work)
+    results = run_batch.expand_kwargs(work)
     report_and_rank(planned=work, results=results)

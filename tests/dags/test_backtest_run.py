@@ -1,7 +1,7 @@
 """backtest_run through dag.test() over sample-market data loaded into the warehouse: the result
-tables agree with each other and with the bars, the report folder holds every file, a retried
-detector replaces its rows, and corporate actions are applied at read time (a split's gap is no
-signal when adjusted) and reported."""
+tables agree with each other and with the bars, the report folder holds every file, batches combine
+exactly and a retried batch replaces its rows, and corporate actions are applied at read time (a
+split's gap is no signal when adjusted) and reported."""
 
 from __future__ import annotations
 
@@ -13,9 +13,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from marketbars.backtest import detectors
+from marketbars.backtest import detectors, runner
+from marketbars.backtest.engine import Settings
 from marketbars.market import calendar
+from marketbars.market.symbols import ALL_SYMBOLS
+from marketbars.pipelines.backtest import rules as backtest_rules
 from marketbars.pipelines.backtest import tasks as backtest_tasks
+from marketbars.warehouse import backtests
 from marketbars.warehouse.migrations import migrate
 from marketbars.warehouse.rollup_rebuilds import rebuild_rollups
 from sandbox import market
@@ -126,17 +130,43 @@ def test_a_run_fills_the_tables_and_the_report_consistently(loaded, conn: psycop
             "SELECT count(*) FROM market.backtest_metrics WHERE run_id = %s", (dag_run.run_id,)
         ).fetchone()[0]
     )
-    for name in detectors.REGISTRY:
-        assert (folder / f"equity_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (folder / "equity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_retried_detector_replaces_its_rows(loaded, conn: psycopg.Connection) -> None:
-    dag_run = run(loaded, timeframe="1m", detectors=["breakout_bullish", "mean_reversion_long"])
+def test_batches_combine_exactly_into_the_one_task_figures_and_a_retry_replaces_its_rows(
+    loaded, conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four symbols in four batches (a tiny bar budget): each detector's all-symbol row equals, to
+    the last bit, the one computed by a single task holding every symbol's bars."""
+    monkeypatch.setattr(backtest_rules, "MAX_BARS_PER_BATCH", 1)
+    chosen = ["breakout_bullish", "mean_reversion_long", "index_mean_reversion_long"]
+    dag_run = run(loaded, timeframe="1m", detectors=chosen)
+    planned = dag_run.get_task_instance("plan").xcom_pull(task_ids="plan")
+    assert [b["symbols"] for b in planned] == [["AAPL"], ["I:SPX"], ["MSFT"], ["SPY"]]
+
+    spec = backtests.run_spec(conn, dag_run.run_id)
+    settings = Settings(**spec.settings)
+    stored = {
+        row["detector"]: row for row in backtests.metrics_of(conn, dag_run.run_id) if row["symbol"] == "*"
+    }
+    for name in chosen:
+        detector = detectors.REGISTRY[name]
+        params = detector.parameters()
+        first = runner.warmup_start(spec.start_date, "1m", runner.history_bars(detector, params, settings))
+        everything = backtests.read_bars(
+            conn, sorted(spec.symbols), "1m", first, spec.end_date, adjustment="splits", follow_renames=True
+        )
+        one_task = runner.run_detector(
+            detector, params, settings, [everything], spec.symbols, "1m", spec.start_date
+        ).metrics[ALL_SYMBOLS]
+        assert {k: stored[name][k] for k in one_task} == one_task, name
+        assert one_task["trades"] > 0 or name == "index_mean_reversion_long"
+
     query = """SELECT detector, symbol, entry_ts, exit_ts, net_pnl FROM market.backtest_trades
                WHERE run_id = %s ORDER BY 1, 2, 3"""
     before = conn.execute(query, (dag_run.run_id,)).fetchall()
     assert before
-    backtest_tasks.run_detector("breakout_bullish", dag_run.run_id)  # a retry, or a cleared task
+    backtest_tasks.run_batch(["MSFT"], dag_run.run_id)  # a retry, or a cleared task
     assert conn.execute(query, (dag_run.run_id,)).fetchall() == before
 
 

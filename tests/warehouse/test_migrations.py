@@ -18,6 +18,7 @@ def test_migrations_create_the_contract_tables_once(conn: psycopg.Connection) ->
         "0001_market_schema.sql", "0002_seed_watchlist.sql", "0003_rest.sql", "0004_gaps.sql",
         "0005_rollups.sql", "0006_backtests.sql", "0007_watchlist_ticker_forms.sql",
         "0008_corporate_actions.sql",
+        "0009_backtest_batches.sql",
     ]  # fmt: skip
     assert migrate(conn) == []
     columns = conn.execute(
@@ -64,6 +65,10 @@ def test_a_warehouse_holding_a_bad_watchlist_symbol_still_migrates_and_is_guarde
     migrate(conn, before)
     conn.execute("INSERT INTO market.watchlist (symbol, asset_class) VALUES ('AAPL' || chr(10), 'stocks')")
     # the row stays, to be fixed by hand
-    assert migrate(conn) == ["0007_watchlist_ticker_forms.sql", "0008_corporate_actions.sql"]
+    assert migrate(conn) == [
+        "0007_watchlist_ticker_forms.sql",
+        "0008_corporate_actions.sql",
+        "0009_backtest_batches.sql",
+    ]
     with pytest.raises(psycopg.errors.CheckViolation):
         conn.execute("INSERT INTO market.watchlist (symbol, asset_class) VALUES ('MSFT ', 'stocks')")

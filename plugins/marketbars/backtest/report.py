@@ -1,5 +1,5 @@
 """A backtest run's report folder: ``summary.json``, ``metrics.csv`` (one row per detector and
-symbol, spreadsheet-friendly), ``trades.csv`` and ``equity_<detector>.png``; and the ranking of
+symbol, spreadsheet-friendly), ``trades.csv`` and ``equity.png`` (every detector's curve); and the ranking of
 the detectors with the ones below the thresholds flagged."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from marketbars.backtest.engine import Trade
+import numpy as np
+
 from marketbars.backtest.metrics import equity_curve
 from marketbars.market.symbols import ALL_SYMBOLS
 
@@ -126,27 +127,41 @@ def write_metrics_csv(path: Path, metrics: Sequence[Mapping[str, Any]], columns:
     return path
 
 
-def equity_png(path: Path, detector: str, trades: Sequence[Trade], capital: float, subtitle: str) -> Path:
-    """Realised equity (capital plus closed trades' net P&L, in exit order) over time, with its
-    drawdown below."""
-    import numpy as np
+def equity_figure(
+    path: Path,
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    capitals: Mapping[str, float],
+    subtitle: str,
+) -> Path:
+    """Every detector's realised equity in one figure: its return on its capital (the capital of the
+    symbols it traded) after each closed trade, in exit order. ``curves``: detector -> (exit times in
+    epoch microseconds, net P&L), both in ``metrics.trade_order``."""
     from matplotlib.figure import Figure
 
-    ordered = sorted(trades, key=lambda t: (t.exit_ts, t.symbol, t.entry_ts))
-    times = [EPOCH + dt.timedelta(microseconds=t.exit_ts) for t in ordered]
-    equity = equity_curve(np.array([t.net_pnl for t in ordered], dtype=np.float64), capital)[1:]
-    figure = Figure(figsize=(9, 5), layout="constrained")
-    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
-    if times:
-        top.step(times, equity, where="post", color="#1565c0", linewidth=1.2)
-        peaks = np.maximum.accumulate(np.concatenate(([capital], equity)))[1:]
-        bottom.fill_between(times, equity - peaks, 0, step="post", color="#c62828", alpha=0.5)
+    figure = Figure(figsize=(11, 6), layout="constrained")
+    axes = figure.subplots()
+    colours = _palette(len(curves))
+    for (detector, (exit_ts, pnl)), colour in zip(sorted(curves.items()), colours, strict=True):
+        if not len(pnl):
+            continue
+        equity = equity_curve(pnl, capitals[detector])[1:]
+        times = exit_ts.astype("datetime64[us]")
+        returns = (equity / capitals[detector] - 1) * 100
+        axes.step(times, returns, where="post", color=colour, linewidth=1.0, label=f"{detector} ({len(pnl)})")
+    axes.axhline(0, color="#9e9e9e", linewidth=0.8, linestyle="--")
+    axes.set_title(f"Realised equity by detector (trades)\n{subtitle}", fontsize=10)
+    axes.set_ylabel("return on capital (%)")
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=7, ncols=2, loc="upper left")
     else:
-        top.text(0.5, 0.5, "no trades", ha="center", va="center", transform=top.transAxes)
-    top.axhline(capital, color="#9e9e9e", linewidth=0.8, linestyle="--")
-    top.set_title(f"{detector}: realised equity ({len(ordered)} trades)\n{subtitle}", fontsize=10)
-    top.set_ylabel("equity ($)")
-    bottom.set_ylabel("drawdown ($)")
+        axes.text(0.5, 0.5, "no trades", ha="center", va="center", transform=axes.transAxes)
     figure.autofmt_xdate()
     figure.savefig(path, dpi=100)
     return path
+
+
+def _palette(count: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    tab20 = colormaps["tab20"]
+    return [tab20(i % tab20.N) for i in range(count)]

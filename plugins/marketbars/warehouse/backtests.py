@@ -10,6 +10,7 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,16 @@ from marketbars.backtest import bars as bars_module
 from marketbars.backtest.bars import Bars
 from marketbars.backtest.engine import Trade
 from marketbars.backtest.metrics import FIELDS
+from marketbars.backtest.runner import DetectorResult
 from marketbars.market.calendar import day_window
-from marketbars.warehouse.bars import read_bars as read_bar_table
-from marketbars.warehouse.connection import Connection
+from marketbars.market.symbols import ALL_SYMBOLS
+from marketbars.warehouse.connection import Connection, Cursor
+from marketbars.warehouse.copy import copy_in_table, copy_out
 
 _UTC_TEXT = """to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS {c}"""
-_OHLCV = ("ts", "open", "high", "low", "close", "volume")
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 RESULT_TABLES = (sql.Identifier("market", "backtest_metrics"), sql.Identifier("market", "backtest_trades"))
-METRIC_COLUMNS = ("detector", "symbol", *FIELDS, "bars", "skipped_signals")
+METRIC_COLUMNS = ("detector", "symbol", *FIELDS, "bars", "bars_in_position", "skipped_signals")
 TRADE_COLUMNS = (
     "detector",
     "symbol",
@@ -70,7 +72,19 @@ class RunSpec:
     follow_renames: bool = True
 
 
-ADJUSTED = sql.SQL("market.bars_adjusted(%s, %s, %s, %s, %s, %s)")
+# A symbol's bars as one row: each column its values' binary forms, concatenated in time order
+# (big-endian, as int8send and float8send write them). numpy reads them as they are: no text is
+# printed or parsed and no Python object is made per bar, which a COPY (a message per row) cannot
+# avoid. NULL volume (indices) comes as NaN, as the engine wants it.
+_PACKED = sql.SQL(
+    """SELECT symbol,
+              string_agg(int8send((date_part('epoch', ts) * 1000000)::bigint), '' ORDER BY ts),
+              string_agg(float8send(open), '' ORDER BY ts), string_agg(float8send(high), '' ORDER BY ts),
+              string_agg(float8send(low), '' ORDER BY ts), string_agg(float8send(close), '' ORDER BY ts),
+              string_agg(float8send(coalesce(volume, 'NaN')), '' ORDER BY ts)
+       FROM market.bars_adjusted(%s, %s, %s, %s, %s, %s)
+       GROUP BY symbol ORDER BY symbol"""
+)
 
 
 def read_bars(
@@ -87,27 +101,16 @@ def read_bars(
     (the one home of adjustment), placed in their sessions (regular session only)."""
     start, _ = day_window(first)
     _, end = day_window(last)
-    with conn.cursor() as cur:
-        cur.execute("SET extra_float_digits = 1")  # floats printed exactly (the default since PG 12)
-        table = read_bar_table(
-            cur,
-            sql.SQL("true"),
-            (list(symbols), timeframe, start, end, adjustment, follow_renames),
-            columns=("symbol", *_OHLCV),
-            ordered=True,
-            source=ADJUSTED,
-        )
-    if table.num_rows == 0:
-        return {}
-    names = table["symbol"].to_numpy(zero_copy_only=False)
-    table = table.set_column(1, "ts", table["ts"].cast(pa.int64()))  # epoch microseconds
-    columns = {name: np.asarray(table[name].to_numpy(zero_copy_only=False)) for name in _OHLCV}
-    columns["volume"] = columns["volume"].astype(np.float64)  # NULL volume (indices) -> NaN
-    edges = np.flatnonzero(names[1:] != names[:-1]) + 1
+    rows = conn.execute(
+        _PACKED, (list(symbols), timeframe, start, end, adjustment, follow_renames)
+    ).fetchall()
     out: dict[str, Bars] = {}
-    for lo, hi in zip(np.concatenate(([0], edges)), np.concatenate((edges, [len(names)])), strict=True):
-        symbol = str(names[lo])
-        out[symbol] = bars_module.build(symbol, timeframe, *(columns[name][lo:hi] for name in _OHLCV))
+    for symbol, ts, *prices in rows:
+        columns = [
+            np.frombuffer(ts, ">i8").astype(np.int64),
+            *(np.frombuffer(p, ">f8").astype(np.float64) for p in prices),
+        ]
+        out[str(symbol)] = bars_module.build(str(symbol), timeframe, *columns)
     return out
 
 
@@ -178,49 +181,143 @@ def run_row(conn: Connection, run_id: str) -> dict[str, Any]:
     return dict(zip(names, row, strict=True))
 
 
-def replace_results(
-    conn: Connection,
-    run_id: str,
-    detector: str,
-    metrics: Mapping[str, Mapping[str, Any]],
-    trades: Iterable[Trade],
+def replace_batch_results(
+    conn: Connection, run_id: str, symbols: Sequence[str], results: Iterable[DetectorResult]
 ) -> None:
-    """One detector's metrics and trades in place of whatever an earlier attempt left, atomically."""
+    """One batch's per-symbol metrics and trades, every detector's, in place of whatever an earlier
+    attempt left for these symbols, atomically (a retry or a cleared task leaves one copy)."""
+    done = list(results)
     with conn.transaction(), conn.cursor() as cur:
         for table in RESULT_TABLES:
             cur.execute(
-                sql.SQL("DELETE FROM {} WHERE run_id = %s AND detector = %s").format(table),
-                (run_id, detector),
+                sql.SQL("DELETE FROM {} WHERE run_id = %s AND symbol = ANY(%s)").format(table),
+                (run_id, list(symbols)),
             )
-        with cur.copy(_copy_in("backtest_metrics", METRIC_COLUMNS)) as copy:
+        _write_metrics(cur, run_id, {r.detector: r.metrics for r in done})
+        trades = [(r.detector, r.trades) for r in done if r.trades]
+        if trades:
+            copy_in_table(cur, sql.Identifier("market", "backtest_trades"), _trade_table(run_id, trades))
+
+
+def replace_overall(conn: Connection, run_id: str, rows: Mapping[str, Mapping[str, Any]]) -> None:
+    """Each detector's all-symbol row (``*``) in place of an earlier one, atomically."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(
+            "DELETE FROM market.backtest_metrics WHERE run_id = %s AND symbol = %s", (run_id, ALL_SYMBOLS)
+        )
+        _write_metrics(cur, run_id, {detector: {ALL_SYMBOLS: values} for detector, values in rows.items()})
+
+
+def _write_metrics(
+    cur: Cursor, run_id: str, by_detector: Mapping[str, Mapping[str, Mapping[str, Any]]]
+) -> None:
+    with cur.copy(_copy_in("backtest_metrics", METRIC_COLUMNS)) as copy:
+        for detector, metrics in by_detector.items():
             for symbol, values in metrics.items():
                 copy.write_row((run_id, detector, symbol, *(values[name] for name in METRIC_COLUMNS[2:])))
-        with cur.copy(_copy_in("backtest_trades", TRADE_COLUMNS)) as copy:
-            for t in trades:
-                copy.write_row(
-                    (
-                        run_id,
-                        detector,
-                        t.symbol,
-                        _utc(t.entry_ts),
-                        t.side,
-                        _utc(t.signal_ts),
-                        _utc(t.exit_ts),
-                        t.entry_price,
-                        t.exit_price,
-                        t.shares,
-                        t.stop,
-                        t.target,
-                        t.risk_per_share,
-                        t.gross_pnl,
-                        t.commission,
-                        t.net_pnl,
-                        t.r_multiple,
-                        t.return_pct,
-                        t.bars_held,
-                        t.exit_reason,
-                    )
-                )
+
+
+_TRADE_FIELDS = TRADE_COLUMNS[1:]  # a Trade's own attributes, in the table's order
+_TRADE_TYPES: dict[str, pa.DataType] = {
+    "symbol": pa.string(),
+    **dict.fromkeys(("entry_ts", "signal_ts", "exit_ts"), pa.timestamp("us", tz="UTC")),
+    "side": pa.int16(),
+    "shares": pa.int64(),
+    "bars_held": pa.int32(),
+    "exit_reason": pa.string(),
+}
+
+
+def _trade_table(run_id: str, by_detector: Sequence[tuple[str, Sequence[Trade]]]) -> pa.Table:
+    """Several detectors' trades as the table's columns, COPYed in binary in one go."""
+    read = attrgetter(*_TRADE_FIELDS)
+    values = [read(t) for _, trades in by_detector for t in trades]
+    columns = dict(zip(_TRADE_FIELDS, zip(*values, strict=True), strict=True))
+    count = len(values)
+    arrays: dict[str, pa.Array] = {
+        "run_id": pa.array([run_id] * count, pa.string()),
+        "detector": pa.array([d for d, trades in by_detector for _ in trades], pa.string()),
+    }
+    for name in _TRADE_FIELDS:
+        kind = _TRADE_TYPES.get(name, pa.float64())
+        if pa.types.is_timestamp(kind):
+            arrays[name] = pa.array(columns[name], pa.int64()).cast(kind)
+        else:
+            arrays[name] = pa.array(columns[name], kind)
+    return pa.table(arrays)
+
+
+@dataclass(frozen=True)
+class DetectorTrades:
+    """A detector's trades over the whole run as columns, in ``metrics.trade_order``, with the exact
+    counts of the symbols it traded: everything its all-symbol row is made of."""
+
+    exit_ts: np.ndarray  # epoch microseconds
+    net_pnl: np.ndarray
+    return_pct: np.ndarray
+    r_multiple: np.ndarray
+    counts: dict[str, int]
+
+    @classmethod
+    def none(cls) -> DetectorTrades:
+        """A detector that traded on no symbol."""
+        zero = {"symbols": 0, "bars": 0, "bars_in_position": 0, "skipped_signals": 0}
+        return cls(np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0), counts=zero)
+
+
+def detector_trades(conn: Connection, run_id: str) -> dict[str, DetectorTrades]:
+    """Every detector's trades and counts, read back from the tables in bulk. Symbols sort bytewise
+    (``COLLATE "C"``), as Python sorts them, so the order is the engine's to the last tie."""
+    with conn.cursor() as cur:
+        cur.execute("SET extra_float_digits = 1")
+        table = copy_out(
+            cur,
+            sql.SQL(
+                """SELECT detector, (date_part('epoch', exit_ts) * 1000000)::bigint, net_pnl, return_pct,
+                          r_multiple
+                   FROM market.backtest_trades WHERE run_id = %s
+                   ORDER BY detector, exit_ts, symbol COLLATE "C", entry_ts"""
+            ),
+            (run_id,),
+            {
+                "detector": pa.string(),
+                "exit_ts": pa.int64(),
+                "net_pnl": pa.float64(),
+                "return_pct": pa.float64(),
+                "r_multiple": pa.float64(),
+            },
+        )
+    counts = {
+        str(detector): {
+            "symbols": int(n),
+            "bars": int(b),
+            "bars_in_position": int(h),
+            "skipped_signals": int(k),
+        }
+        for detector, n, b, h, k in conn.execute(
+            """SELECT detector, count(*), coalesce(sum(bars), 0), coalesce(sum(bars_in_position), 0),
+                      coalesce(sum(skipped_signals), 0)
+               FROM market.backtest_metrics WHERE run_id = %s AND symbol <> %s GROUP BY detector""",
+            (run_id, ALL_SYMBOLS),
+        ).fetchall()
+    }
+    columns = ("exit_ts", "net_pnl", "return_pct", "r_multiple")
+    empty = {name: np.empty(0, np.int64 if name == "exit_ts" else np.float64) for name in columns}
+    spans: dict[str, tuple[int, int]] = {}
+    if table is not None:
+        names = np.asarray(table["detector"].to_numpy(zero_copy_only=False))
+        edges = np.flatnonzero(names[1:] != names[:-1]) + 1
+        for lo, hi in zip(np.concatenate(([0], edges)), np.concatenate((edges, [len(names)])), strict=True):
+            spans[str(names[lo])] = (int(lo), int(hi))
+    out: dict[str, DetectorTrades] = {}
+    for detector, tally in counts.items():
+        if detector in spans and table is not None:
+            lo, hi = spans[detector]
+            arrays = {name: table[name].slice(lo, hi - lo).to_numpy() for name in columns}
+        else:
+            arrays = empty
+        out[detector] = DetectorTrades(**arrays, counts=tally)
+    return out
 
 
 def finish_run(conn: Connection, run_id: str, status: str) -> None:
@@ -264,7 +361,3 @@ def _copy_in(table: str, columns: Sequence[str]) -> sql.Composed:
     return sql.SQL("COPY {} (run_id, {}) FROM STDIN").format(
         sql.Identifier("market", table), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
-
-
-def _utc(epoch_us: int) -> dt.datetime:
-    return EPOCH + dt.timedelta(microseconds=epoch_us)

@@ -22,6 +22,8 @@ from marketbars.warehouse.connection import Connection, Cursor, Params
 from marketbars.warehouse.copy import COPY_CHUNK_ROWS, copy_out
 
 TABLE = sql.Identifier("market", "historical_bars")
+# read_bars' source for adjusted bars: its six placeholders take bars_adjusted's arguments.
+ADJUSTED = sql.SQL("market.bars_adjusted(%s, %s, %s, %s, %s, %s)")
 BAR_COLUMNS = (
     "symbol",
     "timeframe",

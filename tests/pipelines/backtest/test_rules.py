@@ -105,3 +105,19 @@ def test_action_lines_say_what_a_read_applies_and_ignores_once_per_reason() -> N
     assert rules.action_lines({"applied": [], "renames": [], "quarantined": []}) == [
         "no corporate action applies in the window"
     ]
+
+
+def test_batches_are_sized_by_bars_and_stay_within_the_mapping_limit() -> None:
+    a_year_of_minutes = rules.bars_per_symbol(dt.date(2024, 1, 1), dt.date(2024, 12, 31), "1m")
+    assert a_year_of_minutes == 252 * 390
+    assert rules.bars_per_symbol(dt.date(2024, 1, 1), dt.date(2024, 12, 31), "1d") == 252
+    assert rules.bars_per_symbol(dt.date(2024, 1, 1), dt.date(2024, 12, 31), "4h") == 252 * 1
+    symbols = [f"S{i:03d}" for i in range(500)]
+    minute_batches = rules.symbol_batches(symbols, a_year_of_minutes)
+    assert {len(b) for b in minute_batches[:-1]} == {rules.MAX_BARS_PER_BATCH // a_year_of_minutes}
+    assert [s for batch in minute_batches for s in batch] == sorted(symbols)
+    assert rules.symbol_batches(symbols, 252) == [sorted(symbols)], "daily bars: one batch"
+    assert len(rules.symbol_batches(symbols, 10**9, max_batches=100)) == 100, "over budget: the limit wins"
+    assert rules.symbol_batches([], 10) == []
+    assert rules.batch_label(["AAPL"]) == "AAPL"
+    assert rules.batch_label(["AAPL", "I:SPX", "MSFT"]) == "AAPL..MSFT (3 symbols)"

@@ -10,10 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from marketbars.backtest import detectors, runner
+from marketbars.backtest.bars import TIMEFRAME_MINUTES
 from marketbars.backtest.detectors import Detector
 from marketbars.backtest.engine import Settings
+from marketbars.market.calendar import sessions_between
 from marketbars.market.corporate_actions import ADJUSTMENTS
 from marketbars.market.symbols import asset_class_of, symbol_problems
+from marketbars.pipelines.common.mapping import MAX_MAPPED_INSTANCES
 
 BACKTEST_CLASSES = ("stocks", "indices")  # no detector trades option contracts
 
@@ -123,3 +126,40 @@ def action_lines(actions: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str
     )
     lines += dict.fromkeys(ignored)  # a conflicting pair's records share one reason: one line
     return lines or ["no corporate action applies in the window"]
+
+
+# A batch's bars in memory at once: its Arrow read, the engine's columns and one detector's
+# indicators at a time stay well under 1 GB per task.
+MAX_BARS_PER_BATCH = 2_000_000
+
+
+def bars_per_symbol(first: dt.date, last: dt.date, timeframe: str) -> int:
+    """At most how many regular-session bars one symbol has in first..last (full sessions)."""
+    sessions = len(sessions_between(first, last))
+    minutes = TIMEFRAME_MINUTES[timeframe]
+    return sessions * (390 // minutes if minutes else 1)
+
+
+def symbol_batches(
+    symbols: Sequence[str],
+    bars_each: int,
+    *,
+    budget: int | None = None,
+    max_batches: int = MAX_MAPPED_INSTANCES,
+) -> list[list[str]]:
+    """The symbols (sorted) in batches of at most ``budget`` bars (default ``MAX_BARS_PER_BATCH``),
+    sized by bars rather than by symbol count; never more than ``max_batches`` (the mapping's
+    limit), however long the window."""
+    ordered = sorted(symbols)
+    if not ordered:
+        return []
+    per_batch = max((budget or MAX_BARS_PER_BATCH) // max(bars_each, 1), 1)
+    per_batch = max(per_batch, -(-len(ordered) // max_batches))
+    return [ordered[i : i + per_batch] for i in range(0, len(ordered), per_batch)]
+
+
+def batch_label(symbols: Sequence[str]) -> str:
+    """How the grid names a batch: its first and last ticker and its size."""
+    if len(symbols) == 1:
+        return symbols[0]
+    return f"{symbols[0]}..{symbols[-1]} ({len(symbols)} symbols)"

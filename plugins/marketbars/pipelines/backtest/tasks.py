@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,8 +16,6 @@ from marketbars.pipelines.backtest import rules
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-SYMBOLS_PER_READ = 20  # bars of this many symbols in memory at once
 
 
 def report_dir(run_id: str) -> Path:
@@ -28,9 +26,9 @@ def report_dir(run_id: str) -> Path:
     return reports.local_root(settings.BACKTEST_REPORTS_DIR) / rules.folder_name(run_id)
 
 
-def plan(params: Mapping[str, Any], dag_run: Any) -> list[dict[str, str]]:
+def plan(params: Mapping[str, Any], dag_run: Any) -> list[dict[str, list[str]]]:
     """Validate the run, record it in ``market.backtest_runs`` (resetting a re-run of the same id),
-    clear its report folder and hand out one work item per detector."""
+    clear its report folder and hand out one work item per batch of symbols (sized by bars)."""
     from marketbars.market import calendar
     from marketbars.warehouse import backtests, watchlist
     from marketbars.warehouse.hook import WarehouseHook
@@ -75,7 +73,15 @@ def plan(params: Mapping[str, Any], dag_run: Any) -> list[dict[str, str]]:
     )
     for line in rules.action_lines(actions):
         log.info("%s", line)
-    return [{"detector": name} for name in spec.detectors]
+    bars_each = rules.bars_per_symbol(earliest, spec.end_date, spec.timeframe)
+    batches = rules.symbol_batches(list(classes), bars_each)
+    log.info(
+        "%d batch(es) of at most %d symbol(s) (%s bars each at most), every detector on each batch's bars",
+        len(batches),
+        max((len(b) for b in batches), default=0),
+        f"{bars_each:,}",
+    )
+    return [{"symbols": batch} for batch in batches]
 
 
 def _actions(conn: Any, spec: Any, earliest: dt.date) -> dict[str, list[dict[str, Any]]]:
@@ -110,69 +116,61 @@ def _read_start(spec: Any, detector: Any) -> dt.date:
     return rules.read_start(spec.start_date, spec.timeframe, detector, overrides, Settings(**spec.settings))
 
 
-def run_detector(detector_name: str, run_id: str) -> dict[str, Any]:
-    """Backtest one detector over the run's symbols, replace its rows and draw its equity curve."""
-    from marketbars.backtest import detectors, report, runner
+def run_batch(symbols: Sequence[str], run_id: str) -> dict[str, Any]:
+    """Every detector of the run over one batch of symbols: the bars read once (from the earliest
+    warm-up any detector needs), each detector on the bars its own warm-up starts with; the batch's
+    per-symbol metrics and trades replaced in one transaction. XCom: counts."""
+    from marketbars.backtest import detectors, runner
     from marketbars.backtest.engine import Settings
-    from marketbars.market.symbols import ALL_SYMBOLS
     from marketbars.warehouse import backtests
     from marketbars.warehouse.hook import WarehouseHook
 
-    detector = detectors.REGISTRY[detector_name]
     with WarehouseHook().connect() as conn:
         spec = backtests.run_spec(conn, run_id)
-        params = detector.parameters(spec.detector_params.get(detector.name))
         settings = Settings(**spec.settings)
-        first = _read_start(spec, detector)
-        symbols = runner.eligible(detector, spec.symbols, spec.timeframe)
-
-        def batches() -> Iterator[dict[str, Any]]:
-            for i in range(0, len(symbols), SYMBOLS_PER_READ):
-                chunk = symbols[i : i + SYMBOLS_PER_READ]
-                yield backtests.read_bars(
-                    conn,
-                    chunk,
-                    spec.timeframe,
-                    first,
-                    spec.end_date,
-                    adjustment=spec.adjustment,
-                    follow_renames=spec.follow_renames,
+        jobs = []
+        for name in spec.detectors:
+            detector = detectors.REGISTRY[name]
+            jobs.append(
+                runner.Job(
+                    detector, detector.parameters(spec.detector_params.get(name)), _read_start(spec, detector)
                 )
-
-        result = runner.run_detector(
-            detector, params, settings, batches(), spec.symbols, spec.timeframe, spec.start_date
+            )
+        wanted = [
+            s
+            for s in symbols
+            if any(j.detector.applies_to(spec.symbols[s], spec.timeframe) is None for j in jobs)
+        ]
+        bars = backtests.read_bars(
+            conn,
+            wanted,
+            spec.timeframe,
+            min(job.read_start for job in jobs),
+            spec.end_date,
+            adjustment=spec.adjustment,
+            follow_renames=spec.follow_renames,
         )
-        backtests.replace_results(conn, run_id, detector.name, result.metrics, result.trades)
-        folder = Path(backtests.run_row(conn, run_id)["report_dir"])
-    overall = result.metrics[ALL_SYMBOLS]
-    traded = len(result.metrics) - 1
-    folder.mkdir(parents=True, exist_ok=True)
-    capital = settings.capital * max(traded, 1)
-    report.equity_png(
-        folder / f"equity_{detector.name}.png",
-        detector.name,
-        result.trades,
-        capital,
-        f"{spec.timeframe} {spec.start_date}..{spec.end_date}, {traded} symbol(s)",
-    )
-    skipped: dict[str, list[str]] = {}
-    for symbol, why in sorted(result.notes.items()):
-        skipped.setdefault(why, []).append(symbol)
-    for why, names in skipped.items():
-        log.info("%s skips %s: %s", detector.name, ", ".join(names), why)
+        classes = {s: spec.symbols[s] for s in symbols}
+        results = runner.run_batch(jobs, settings, bars, symbols, classes, spec.timeframe, spec.start_date)
+        backtests.replace_batch_results(conn, run_id, symbols, results)
+    for result in results:
+        skipped: dict[str, list[str]] = {}
+        for symbol, why in sorted(result.notes.items()):
+            skipped.setdefault(why, []).append(symbol)
+        for why, names in skipped.items():
+            log.info("%s skips %s: %s", result.detector, ", ".join(names), why)
+    trades = {r.detector: len(r.trades) for r in results}
     log.info(
-        "%s: %d trade(s) over %d symbol(s), net P&L %.2f, expectancy %s R",
-        detector.name,
-        len(result.trades),
-        traded,
-        overall["net_pnl"],
-        "-" if overall["expectancy_r"] is None else f"{overall['expectancy_r']:.3f}",
+        "%s: %s bars read once for %d detector(s); trades %s",
+        rules.batch_label(list(symbols)),
+        f"{sum(len(b) for b in bars.values()):,}",
+        len(jobs),
+        ", ".join(f"{d} {n}" for d, n in trades.items()),
     )
     return {
-        "detector": detector.name,
-        "symbols": traded,
-        "trades": len(result.trades),
-        "skipped_symbols": len(result.notes),
+        "batch": rules.batch_label(list(symbols)),
+        "bars": sum(len(b) for b in bars.values()),
+        "trades": sum(trades.values()),
     }
 
 
@@ -198,15 +196,16 @@ def report_and_rank(
     )
     if planned is None:  # the run row may be an earlier attempt's: never report it as this one
         raise AirflowFailException(f"backtest {run_id}: nothing to report, its plan task failed")
+    done = {r["batch"] for r in results}
+    missing = [label for label in (rules.batch_label(b["symbols"]) for b in planned) if label not in done]
+    status = "incomplete" if missing else "succeeded"
     with WarehouseHook().connect() as conn:
         run = backtests.run_row(conn, run_id)
-        rows = backtests.metrics_of(conn, run_id)
         folder = Path(run["report_dir"])
         folder.mkdir(parents=True, exist_ok=True)
+        _combine(conn, run, folder)
+        rows = backtests.metrics_of(conn, run_id)
         trades = backtests.write_trades_csv(conn, run_id, folder / "trades.csv")
-        done = {r["detector"] for r in results}
-        missing = [d for d in run["detectors"] if d not in done]
-        status = "incomplete" if missing else "succeeded"
     ranked = report.rank(rows, thresholds)
     report.write_metrics_csv(folder / "metrics.csv", rows, backtests.METRIC_COLUMNS)
     summary = {
@@ -225,10 +224,10 @@ def report_and_rank(
         "ranking": ranked,
         "detectors": [d for d in detectors.describe() if d["name"] in run["detectors"]],
         "unavailable": detectors.UNAVAILABLE,
-        "missing_detectors": missing,
+        "missing_batches": missing,
         "trades": trades,
         "metrics": rows,
-        "files": ["summary.json", "metrics.csv", "trades.csv", *(f"equity_{d}.png" for d in sorted(done))],
+        "files": ["summary.json", "metrics.csv", "trades.csv", "equity.png"],
     }
     report.write_summary(folder / "summary.json", summary)
     files = sorted(p for p in folder.iterdir() if p.is_file())
@@ -251,6 +250,28 @@ def report_and_rank(
     log.info("report: %s (%d files, %d trades)", folder, len(files), trades)
     if missing:
         raise AirflowFailException(
-            f"backtest {run_id}: no results for {', '.join(missing)} (their tasks failed)"
+            f"backtest {run_id}: no results for the symbols of {'; '.join(missing)} (their tasks failed)"
         )
     return {"report_dir": str(folder), "detectors": len(ranked), "flagged": len(flagged), "trades": trades}
+
+
+def _combine(conn: Any, run: Mapping[str, Any], folder: Path) -> None:
+    """Each detector's all-symbol row from every batch's stored trades and exact counts (never an
+    average of batch figures), and the run's one equity figure."""
+    from marketbars.backtest import report, runner
+    from marketbars.backtest.engine import Settings
+    from marketbars.warehouse import backtests
+
+    settings = Settings(**run["settings"])
+    stored = backtests.detector_trades(conn, run["run_id"])
+    rows, curves, capitals = {}, {}, {}
+    for detector in run["detectors"]:
+        part = stored.get(detector, backtests.DetectorTrades.none())
+        rows[detector] = runner.overall_columns(
+            part.net_pnl, part.return_pct, part.r_multiple, part.counts, settings
+        )
+        curves[detector] = (part.exit_ts, part.net_pnl)
+        capitals[detector] = settings.capital * max(part.counts["symbols"], 1)
+    backtests.replace_overall(conn, run["run_id"], rows)
+    subtitle = f"{run['timeframe']} {run['start_date']}..{run['end_date']}, adjustment {run['adjustment']}"
+    report.equity_figure(folder / "equity.png", curves, capitals, subtitle)
