@@ -357,8 +357,6 @@ def _child_project(job: dict[str, Any]) -> dict[str, Any]:
     rss_at_start = _memory_mb("VmRSS")
     phases = dict.fromkeys(PHASES, 0.0)
     started = time.perf_counter()
-    with psycopg.connect(conninfo, autocommit=True) as conn:  # the plan task
-        backtests.start_run(conn, spec, {}, str(folder))
     settings = Settings(**spec.settings)
     jobs = []
     for detector in detectors.REGISTRY.values():
@@ -368,6 +366,8 @@ def _child_project(job: dict[str, Any]) -> dict[str, Any]:
         )
         jobs.append(runner.Job(detector, params, first))
     earliest = min(j.read_start for j in jobs)
+    with psycopg.connect(conninfo, autocommit=True) as conn:  # the plan task
+        backtests.start_run(conn, spec, {}, str(folder), earliest)
     batches = rules.symbol_batches(
         list(spec.symbols), rules.bars_per_symbol(earliest, spec.end_date, spec.timeframe)
     )
@@ -440,7 +440,7 @@ def _child_today(job: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     with psycopg.connect(conninfo, autocommit=True) as conn:  # the plan task
         for spec, folder in runs.values():
-            backtests.start_run(conn, spec, {}, str(folder))
+            backtests.start_run(conn, spec, {}, str(folder), spec.start_date)
     bars_read = trades = 0
     for detector in detectors.REGISTRY.values():  # one mapped task each
         spec, folder = runs[detector.name]

@@ -249,3 +249,24 @@ def test_bad_params_fail_the_run_with_the_reason(loaded, conn: psycopg.Connectio
         result = loaded.test(run_conf={"start_date": DAYS[2].isoformat(), **conf})
         assert result.state == "failed"
     assert conn.execute("SELECT count(*) FROM market.backtest_runs").fetchone()[0] == 0
+
+
+def test_a_result_is_flagged_stale_once_its_windows_data_is_reloaded(
+    loaded, conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    dag_run = run(loaded, timeframe="5m", detectors=["breakout_bullish"])
+    summary = json.loads(
+        (Path(backtests.run_row(conn, dag_run.run_id)["report_dir"]) / "summary.json").read_text()
+    )
+    assert summary["data"]["stale"] is False and len(summary["data"]["version"]) == 32
+    assert backtests.freshness(conn, dag_run.run_id) == backtests.Freshness(
+        summary["data"]["version"], summary["data"]["version"], False
+    )
+    outside = calendar.sessions_between(DAYS[-1] + dt.timedelta(days=1), DAYS[-1] + dt.timedelta(days=7))[0]
+    load_file(conn, tmp_path, market.build_file("stocks", "1m", outside), WATCHED["stocks"])
+    assert not backtests.freshness(conn, dag_run.run_id).stale, "a load after the window changes nothing"
+
+    replaced = market.build_file("stocks", "1m", DAYS[5], pathologies=[])  # the vendor's corrected file
+    load_file(conn, tmp_path, replaced, WATCHED["stocks"])
+    stale = backtests.freshness(conn, dag_run.run_id)
+    assert stale.stale and stale.read_version == summary["data"]["version"] != stale.current_version

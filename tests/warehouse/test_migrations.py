@@ -19,6 +19,7 @@ def test_migrations_create_the_contract_tables_once(conn: psycopg.Connection) ->
         "0005_rollups.sql", "0006_backtests.sql", "0007_watchlist_ticker_forms.sql",
         "0008_corporate_actions.sql",
         "0009_backtest_batches.sql",
+        "0010_backtest_data_versions.sql",
     ]  # fmt: skip
     assert migrate(conn) == []
     columns = conn.execute(
@@ -69,6 +70,7 @@ def test_a_warehouse_holding_a_bad_watchlist_symbol_still_migrates_and_is_guarde
         "0007_watchlist_ticker_forms.sql",
         "0008_corporate_actions.sql",
         "0009_backtest_batches.sql",
+        "0010_backtest_data_versions.sql",
     ]
     with pytest.raises(psycopg.errors.CheckViolation):
         conn.execute("INSERT INTO market.watchlist (symbol, asset_class) VALUES ('MSFT ', 'stocks')")

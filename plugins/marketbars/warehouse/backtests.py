@@ -114,9 +114,13 @@ def read_bars(
     return out
 
 
-def start_run(conn: Connection, spec: RunSpec, actions: Mapping[str, Any], report_dir: str) -> None:
+def start_run(
+    conn: Connection, spec: RunSpec, actions: Mapping[str, Any], report_dir: str, data_from: dt.date
+) -> str:
     """Record the run, or reset a re-run of the same id: its earlier results are deleted.
-    ``actions``: what the adjustment applies and ignores (``applied``, ``quarantined``, ``renames``)."""
+    ``actions``: what the adjustment applies and ignores (``applied``, ``quarantined``, ``renames``).
+    ``data_from``: the first session the run reads. Returns the version of the data it is about to
+    read (``market.bars_data_version``), recorded with it."""
     with conn.transaction():
         conn.execute(
             """INSERT INTO market.backtest_runs (run_id, start_date, end_date, timeframe, symbols, detectors,
@@ -146,6 +150,31 @@ def start_run(conn: Connection, spec: RunSpec, actions: Mapping[str, Any], repor
         )
         for table in RESULT_TABLES:  # a re-run starts from nothing: no earlier attempt's rows survive
             conn.execute(sql.SQL("DELETE FROM {} WHERE run_id = %s").format(table), (spec.run_id,))
+        row = conn.execute(
+            """UPDATE market.backtest_runs SET data_from = %s, data_version = market.bars_data_version(
+                   symbols, %s, timeframe, %s, end_date, adjustment, follow_renames)
+               WHERE run_id = %s RETURNING data_version""",
+            (data_from, sorted(set(spec.symbols.values())), data_from, spec.run_id),
+        ).fetchone()
+    return str(row[0]) if row else ""
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """A run's data version when it read, and its window's now (``market.backtest_freshness``)."""
+
+    read_version: str
+    current_version: str
+    stale: bool
+
+
+def freshness(conn: Connection, run_id: str) -> Freshness | None:
+    """Whether a later load has changed what the run read (None: a run recorded before 0010)."""
+    row = conn.execute(
+        "SELECT read_version, current_version, stale FROM market.backtest_freshness WHERE run_id = %s",
+        (run_id,),
+    ).fetchone()
+    return Freshness(str(row[0]), str(row[1]), bool(row[2])) if row else None
 
 
 def run_spec(conn: Connection, run_id: str) -> RunSpec:

@@ -57,7 +57,7 @@ def plan(params: Mapping[str, Any], dag_run: Any) -> list[dict[str, list[str]]]:
         if folder.exists():
             shutil.rmtree(folder)  # a re-run's report replaces the earlier one whole
         folder.mkdir(parents=True)
-        backtests.start_run(conn, spec, actions, str(folder))
+        version = backtests.start_run(conn, spec, actions, str(folder), earliest)
     log.info(
         "backtest %s: %s..%s %s bars, %d symbol(s) (%s), %d detector(s); adjustment %s%s; report folder %s",
         spec.run_id,
@@ -71,6 +71,7 @@ def plan(params: Mapping[str, Any], dag_run: Any) -> list[dict[str, list[str]]]:
         ", following renames" if spec.follow_renames else "",
         folder,
     )
+    log.info("reads the data of %s..%s at version %s", earliest, spec.end_date, version[:12])
     for line in rules.action_lines(actions):
         log.info("%s", line)
     bars_each = rules.bars_per_symbol(earliest, spec.end_date, spec.timeframe)
@@ -204,6 +205,7 @@ def report_and_rank(
         folder = Path(run["report_dir"])
         folder.mkdir(parents=True, exist_ok=True)
         _combine(conn, run, folder)
+        fresh = backtests.freshness(conn, run_id)
         rows = backtests.metrics_of(conn, run_id)
         trades = backtests.write_trades_csv(conn, run_id, folder / "trades.csv")
     ranked = report.rank(rows, thresholds)
@@ -214,6 +216,11 @@ def report_and_rank(
         "window": {"start": run["start_date"], "end": run["end_date"], "timeframe": run["timeframe"]},
         "adjustment": run["adjustment"],
         "follow_renames": run["follow_renames"],
+        "data": {
+            "from": run["data_from"],
+            "version": run["data_version"],
+            "stale": fresh.stale if fresh else None,  # changed while the run read it
+        },
         "actions_applied": run["actions"]["applied"],
         "renames_followed": run["actions"]["renames"],
         "actions_quarantined": run["actions"]["quarantined"],
@@ -244,6 +251,12 @@ def report_and_rank(
     )
     for line in report.ranking_lines(ranked):
         log.info("%s", line)
+    if fresh and fresh.stale:
+        log.warning(
+            "the warehouse's data for %s..%s changed while this run read it (version %s, now %s): its"
+            " results may mix both; run it again",
+            run["data_from"], run["end_date"], fresh.read_version[:12], fresh.current_version[:12],
+        )  # fmt: skip
     flagged = [r for r in ranked if r["flags"]]
     for r in flagged:
         log.warning("detector %s is below the thresholds: %s", r["detector"], "; ".join(r["flags"]))
