@@ -43,13 +43,11 @@ def test_metrics_edge_cases_are_defined() -> None:
 
 
 def test_metrics_by_hand() -> None:
-    from dataclasses import replace
-
     bars = daily([*FLAT, (100.5, 102, 99.5, 101, 1e6), (101, 104.5, 100.5, 104, 1e6)])
     base, _ = only_trade(bars, signal_at(bars, 2))
     pnls = [300.0, -100.0, -200.0, 500.0]
     trades = [
-        replace(base, exit_ts=base.exit_ts + i, net_pnl=p, r_multiple=p / 1000, return_pct=p / 50_000)
+        base._replace(exit_ts=base.exit_ts + i, net_pnl=p, r_multiple=p / 1000, return_pct=p / 50_000)
         for i, p in enumerate(pnls)
     ]
     m = metrics.summarize(trades, capital=10_000, bars=100, bars_in_position=25)

@@ -27,8 +27,9 @@ keep one position at a time, never the bars.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -83,8 +84,10 @@ class Settings:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class Trade:
+class Trade(NamedTuple):
+    """One round trip. A named tuple: immutable like a frozen dataclass, and ten times cheaper to
+    make, which matters at tens of thousands of trades a run."""
+
     symbol: str
     side: int
     signal_ts: int  # epoch microseconds of the bar starts
@@ -146,20 +149,27 @@ def simulate(
     exits, fills, reasons = _exits(bars, side, entries, lasts, stops, targets)
     trades: list[Trade] = []
     held = skipped = 0
-    free_from = start  # the first bar whose close may signal a new entry
-    for i, s in enumerate(candidates.tolist()):
-        if s < free_from or (intraday and bars.session_last[s]):
+    # Python scalars for the walk (indexing numpy one element at a time is what made it slow).
+    starts, risk_of, size_of = candidates.tolist(), risks.tolist(), sizes.tolist()
+    exit_of, fill_of, reason_of = exits.tolist(), fills.tolist(), reasons.tolist()
+    last_of, timeout_of = lasts.tolist(), timeouts.tolist()
+    at_close = (bars.session_last[candidates] if intraday else np.zeros(len(candidates), bool)).tolist()
+    i, free_from = 0, start  # free_from: the first bar whose close may signal a new entry
+    while i < len(starts):
+        s = starts[i]
+        if s < free_from:  # in a position: jump to the first candidate after it
+            i = bisect.bisect_left(starts, free_from, i)
             continue
-        risk = risks[i]
-        if not risk > 0:  # NaN while the ATR warms up
+        risk, i = risk_of[i], i + 1
+        if at_close[i - 1] or not risk > 0:  # no entry into the next session; NaN: ATR warming up
             continue
-        if not sizes[i] >= 1:
+        if not size_of[i - 1] >= 1:
             skipped += 1
             continue
-        shares = int(sizes[i])
-        entry, last, timeout = s + 1, int(lasts[i]), int(timeouts[i])
-        if reasons[i]:
-            exit_index, exit_raw, reason = int(exits[i]), fills[i], EXIT_REASONS[reasons[i] - 1]
+        shares = int(size_of[i - 1])
+        entry, last, timeout = s + 1, last_of[i - 1], timeout_of[i - 1]
+        if reason_of[i - 1]:
+            exit_index, exit_raw, reason = exit_of[i - 1], fill_of[i - 1], EXIT_REASONS[reason_of[i - 1] - 1]
         elif intraday and last == session_end[entry]:
             exit_index, exit_raw, reason = last, bars.close[last], "end_of_session"
         elif timeout <= n - 1:
@@ -181,8 +191,8 @@ def simulate(
                 entry_price=float(entry_fill),
                 exit_price=float(exit_fill),
                 shares=shares,
-                stop=float(stops[i]),
-                target=float(targets[i]),
+                stop=float(stops[i - 1]),
+                target=float(targets[i - 1]),
                 risk_per_share=float(risk),
                 gross_pnl=float(gross),
                 commission=settings.commission,

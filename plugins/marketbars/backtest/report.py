@@ -138,8 +138,9 @@ def equity_figure(
     epoch microseconds, net P&L), both in ``metrics.trade_order``."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(11, 6), layout="constrained")
+    figure = Figure(figsize=(11, 6))  # fixed margins: a layout engine would draw the figure twice
     axes = figure.subplots()
+    figure.subplots_adjust(left=0.07, right=0.98, top=0.91, bottom=0.13)
     colours = _palette(len(curves))
     for (detector, (exit_ts, pnl)), colour in zip(sorted(curves.items()), colours, strict=True):
         if not len(pnl):
