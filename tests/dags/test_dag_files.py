@@ -51,10 +51,11 @@ def test_params_are_exactly_the_contract(dagbag) -> None:
 
 def test_mapped_tasks_name_their_instances(dagbag) -> None:
     mapped = {
-        "historical_bulk_backfill": {"ingest.download": "session", "ingest.load": "session"},
+        "historical_bulk_backfill": {"ingest.download": "session", "ingest.load": "session",
+                                     "corporate_actions": "task.symbols"},
         "watchlist_daily_backfill": {"flatfiles.download": "session", "flatfiles.load": "session",
-                                     "rest_fill": "symbol"},
-        "backtest_run": {"run_detector": "detector"},
+                                     "rest_fill": "symbol", "corporate_actions": "task.symbols"},
+        "backtest_run": {"run_batch": "batch_label"},
     }  # fmt: skip
     for dag_id, tasks in mapped.items():
         for task_id, shown in tasks.items():

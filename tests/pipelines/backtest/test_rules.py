@@ -121,3 +121,8 @@ def test_batches_are_sized_by_bars_and_stay_within_the_mapping_limit() -> None:
     assert rules.symbol_batches([], 10) == []
     assert rules.batch_label(["AAPL"]) == "AAPL"
     assert rules.batch_label(["AAPL", "I:SPX", "MSFT"]) == "AAPL..MSFT (3 symbols)"
+
+
+def test_a_universe_is_shown_by_its_first_symbols() -> None:
+    assert rules.shown(["AAPL", "MSFT"]) == "AAPL, MSFT"
+    assert rules.shown([f"S{i}" for i in range(25)], limit=3) == "S0, S1, S2 and 22 more"

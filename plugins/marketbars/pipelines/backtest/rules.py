@@ -163,3 +163,10 @@ def batch_label(symbols: Sequence[str]) -> str:
     if len(symbols) == 1:
         return symbols[0]
     return f"{symbols[0]}..{symbols[-1]} ({len(symbols)} symbols)"
+
+
+def shown(symbols: Sequence[str], limit: int = 20) -> str:
+    """Symbols for a log line: all of a few, the first ``limit`` of a universe and how many more."""
+    if len(symbols) <= limit:
+        return ", ".join(symbols)
+    return f"{', '.join(symbols[:limit])} and {len(symbols) - limit} more"

@@ -65,7 +65,7 @@ def plan(params: Mapping[str, Any], dag_run: Any) -> list[dict[str, list[str]]]:
         spec.end_date,
         spec.timeframe,
         len(classes),
-        ", ".join(sorted(classes)),
+        rules.shown(sorted(classes)),
         len(spec.detectors),
         spec.adjustment,
         ", following renames" if spec.follow_renames else "",
@@ -178,7 +178,7 @@ def run_batch(symbols: Sequence[str], run_id: str) -> dict[str, Any]:
 def report_and_rank(
     params: Mapping[str, Any],
     run_id: str,
-    planned: Sequence[Mapping[str, str]] | None,
+    planned: Sequence[Mapping[str, Any]] | None,
     results: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
     """Write the run's JSON summary and CSVs from the tables, log the ranking, flag the detectors

@@ -1,0 +1,210 @@
+"""Benchmark: backtest_run at universe scale, all detectors, through the DAG's own task bodies.
+
+    python -m bench.backtest_universe [--symbols 200] [--sessions 252] [--workers 2]
+
+Loads (once, then reuses) ``--symbols`` synthetic stocks x ``--sessions`` XNYS sessions of
+regular-session 1m bars (``bench.backtest.generate_bars``; 200 x 252 = 19.7 million bars by
+default, plus the warm-up sessions before the window) into the embedded PostgreSQL (or
+MARKETBARS_PG_URL). Then it runs one backtest of every detector on 1m bars the way Airflow would:
+
+* ``marketbars.pipelines.backtest.tasks.plan`` (validate, record the run, the data version, the
+  batches sized by bars);
+* ``tasks.run_batch`` for each batch, each in a process of its own (as a task runs), ``--workers``
+  at a time (the DAG's ``max_active_tis_per_dagrun``); each reports its own peak RSS (VmHWM);
+* ``tasks.report_and_rank`` (the all-symbol rows combined from every stored trade, the figure,
+  summary.json, metrics.csv and trades.csv).
+
+The connection is ``AIRFLOW_CONN_MARKET_DB`` and the report folder an ``AIRFLOW_VAR_``, as a
+deployment sets them. Targets: under 60 s end to end, and at most 1 GB peak RSS per task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+END = dt.date(2024, 12, 31)
+DATA_VERSION = 1  # part of the database name: a change to the data loads afresh
+TARGET_S = 60.0
+TARGET_RSS_MB = 1024.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--symbols", type=int, default=200)
+    parser.add_argument("--sessions", type=int, default=252)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--task", help=argparse.SUPPRESS)
+    return parser
+
+
+def _memory_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _run_task(spec: str) -> None:
+    """A child: one ``run_batch`` task, its seconds and peak RSS on stdout."""
+    from marketbars.pipelines.backtest import tasks
+
+    job = json.loads(spec)
+    started = time.perf_counter()
+    result = tasks.run_batch(job["symbols"], job["run_id"])
+    print(
+        "RESULT "
+        + json.dumps(result | {"seconds": time.perf_counter() - started, "rss": _memory_mb("VmHWM")})
+    )
+
+
+def _window(args: argparse.Namespace) -> tuple[list[dt.date], list[dt.date]]:
+    """The window's sessions, and every session loaded (the longest warm-up before it)."""
+    from marketbars.backtest import detectors, runner
+    from marketbars.backtest.engine import Settings
+    from marketbars.market import calendar
+
+    window = calendar.sessions_between(END - dt.timedelta(days=2 * args.sessions + 30), END)[-args.sessions :]
+    settings = Settings()
+    first = min(
+        runner.warmup_start(window[0], "1m", runner.history_bars(d, d.parameters(), settings))
+        for d in detectors.REGISTRY.values()
+    )
+    return window, calendar.sessions_between(first, END)
+
+
+def _database(args: argparse.Namespace, symbols: list[str], days: list[dt.date]) -> Any:
+    """The bench's database, loaded once with every symbol's 1m bars and reused while complete."""
+    from psycopg import sql
+
+    from bench.backtest import generate_bars
+    from marketbars.warehouse import migrations, partitions
+    from marketbars.warehouse.bars import COPY_SCHEMA, copy_rows
+    from marketbars.warehouse.copy import copy_in
+    from sandbox.services import start_postgres
+
+    server = start_postgres(ROOT / ".sandbox" / "pg")
+    name = f"bench_universe_{args.symbols}x{args.sessions}_{END:%Y%m%d}_v{DATA_VERSION}"
+    with server.connect() as admin:
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    db = server.with_database(name) if exists else server.create_database(name)
+    expected = len(symbols) * 390 * len(days) - len(symbols) * 180 * _early_closes(days)
+    with db.connect() as conn:
+        migrations.migrate(conn)
+        (count,) = conn.execute("SELECT count(*) FROM market.historical_bars").fetchone() or (0,)
+    if count == expected:
+        return db
+    db = server.create_database(name)
+    print(
+        f"loading {len(symbols)} symbols x {len(days)} sessions of 1m bars ({expected:,}) once ...",
+        flush=True,
+    )
+    started = time.perf_counter()
+    with db.connect() as conn:
+        migrations.migrate(conn)
+        partitions.ensure_partitions(conn, days[0], days[-1])
+        with conn.transaction(), conn.cursor() as cur:
+            for table in generate_bars(symbols, days):
+                copy_in(
+                    cur, sql.SQL("market.historical_bars"), COPY_SCHEMA, copy_rows(table, "1m", "flatfile")
+                )
+        conn.execute("VACUUM (ANALYZE) market.historical_bars")
+    print(f"  done in {time.perf_counter() - started:.0f} s", flush=True)
+    return db
+
+
+def _early_closes(days: list[dt.date]) -> int:
+    from marketbars.market import calendar
+
+    return sum(1 for d in days if calendar.session_hours(d).early_close)
+
+
+def _params(symbols: list[str], window: list[dt.date]) -> dict[str, Any]:
+    """backtest_run's params as the trigger form gives them: the DAG's defaults and this window."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(ROOT / "dags")).dags["backtest_run"]
+    defaults = {name: param.value for name, param in dag.params.items()}
+    return defaults | {
+        "start_date": window[0].isoformat(),
+        "end_date": window[-1].isoformat(),
+        "symbols": symbols,
+        "timeframe": "1m",
+    }
+
+
+def _batch(job: dict[str, Any]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.backtest_universe", "--task", json.dumps(job)],
+        cwd=ROOT, env=os.environ, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if out.returncode != 0 or line is None:
+        sys.stderr.write(out.stderr[-4000:])
+        sys.exit(f"run_batch {job['symbols'][0]}.. failed (exit {out.returncode})")
+    result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+    return result
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    if args.task:
+        _run_task(args.task)
+        return
+    window, days = _window(args)
+    symbols = [f"U{i:03d}" for i in range(args.symbols)]
+    db = _database(args, symbols, days)
+    os.environ["AIRFLOW_CONN_MARKET_DB"] = json.dumps(db.airflow_connection())
+    os.environ["AIRFLOW_VAR_MARKET_BACKTEST_REPORTS_DIR"] = tempfile.mkdtemp(prefix="bench-universe-")
+    params = _params(symbols, window)
+
+    from marketbars.pipelines.backtest import tasks
+
+    run = SimpleNamespace(run_id="bench-universe", logical_date=None, run_after=dt.datetime.now(dt.UTC))
+    started = time.perf_counter()
+    planned = tasks.plan(params, run)
+    planning = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=args.workers) as pool:
+        results = list(pool.map(_batch, [b | {"run_id": run.run_id} for b in planned]))
+    batches_done = time.perf_counter()
+    report = tasks.report_and_rank(params, run.run_id, planned, results)
+    finished = time.perf_counter()
+
+    bars = sum(r["bars"] for r in results)
+    worst = max(r["rss"] for r in results)
+    seconds = finished - started
+    print(
+        f"\n{len(symbols)} stocks x {len(window)} sessions ({window[0]}..{window[-1]}) of 1m bars, every"
+        f" detector: {bars:,} bars read in {len(planned)} batch(es), {report['trades']:,} trades,"
+        f" {args.workers} task(s) at a time"
+    )
+    print(f"{'step':<44} {'seconds':>8}")
+    print(f"{'plan (validate, record, data version, batches)':<44} {planning - started:>8.2f}")
+    print(f"{'run_batch tasks (wall clock)':<44} {batches_done - planning:>8.2f}")
+    print(f"{'  of which inside the tasks, summed':<44} {sum(r['seconds'] for r in results):>8.2f}")
+    print(f"{'report_and_rank (combine, figure, files)':<44} {finished - batches_done:>8.2f}")
+    print(f"{'end to end':<44} {seconds:>8.2f}")
+    print(f"peak RSS per run_batch task: at most {worst:.0f} MB (of {len(results)} tasks); report task "
+          f"{_memory_mb('VmHWM'):.0f} MB (this process, data loading included)")  # fmt: skip
+    met = seconds < TARGET_S and worst <= TARGET_RSS_MB
+    verdict = "met" if met else "NOT met"
+    print(f"targets: under {TARGET_S:.0f} s end to end, at most {TARGET_RSS_MB:.0f} MB a task: {verdict}")
+    if not met:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
