@@ -59,10 +59,19 @@ class Bars:
         first = self.first_index_on_or_after(day)
         if first == 0:
             return self
+        return self._slice(first, len(self))
+
+    def until(self, day: dt.date) -> Bars:
+        """The bars up to and including ``day``'s session, as views: a walk-forward segment's bars,
+        with nothing after it in memory."""
+        end = int(np.searchsorted(self.session, day.toordinal(), side="right"))
+        return self if end == len(self) else self._slice(0, end)
+
+    def _slice(self, lo: int, hi: int) -> Bars:
         columns = {
             f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("symbol", "timeframe")
         }
-        return Bars(self.symbol, self.timeframe, **{name: column[first:] for name, column in columns.items()})
+        return Bars(self.symbol, self.timeframe, **{name: column[lo:hi] for name, column in columns.items()})
 
 
 def build(
