@@ -20,6 +20,10 @@ updated) over the last `lookback_days`.
   (100,000), `risk_fraction` (0.01 of capital risked per trade), `atr_period` (14), `stop_atr`
   (1.5), `target_r` (2.0), `max_hold_bars` (20).
 - Ranking flags: `min_trades` (30), `min_profit_factor` (1.2), `min_expectancy_r` (0.0).
+- `search` (object, empty: none): a walk-forward search of one detector's parameters, e.g.
+  `{"detector": "breakout_bullish", "parameters": {"lookback": [10, 20, 40], "volume_multiple":
+  [1.2, 1.5]}, "folds": 3}`; `sample` and `seed` take a seeded random sample of the grid,
+  `max_points` caps it (100; at most 500).
 
 **What it does**
 1. `plan` validates the params, records the run in `market.backtest_runs` (a re-run of the
@@ -28,7 +32,9 @@ updated) over the last `lookback_days`.
    reads the batch's bars once through `market.bars_adjusted` with the run's `adjustment`, runs
    every detector on them in memory, and replaces the batch's rows in `market.backtest_metrics`
    and `market.backtest_trades` in one transaction.
-3. `report_and_rank` makes each detector's all-symbol row from every batch's trades (exactly, never
+3. With a `search`: `plan_search` splits (points x batches) into at most 500 instances and
+   `search_batch` (mapped) evaluates its points on its batch, each walk-forward segment alone.
+4. `report_and_rank` makes each detector's all-symbol row from every batch's trades (exactly, never
    by averaging), draws `equity.png` (every detector's curve) and writes `summary.json`,
    `metrics.csv` and `trades.csv` into the run's report
    folder (`market_backtest_reports_dir`/<run id>, and S3 when `market_reports_s3_uri` is set) and
@@ -112,6 +118,16 @@ with DAG(
             title="Follow renames",
             description="Read a renamed company's earlier tickers as the requested ticker's history.",
         ),
+        "search": Param(
+            {},
+            type="object",
+            title="Parameter search",
+            description=(
+                'Walk-forward search of one detector\'s parameters, e.g. {"detector": "breakout_bullish",'
+                ' "parameters": {"lookback": [10, 20, 40]}, "folds": 3}; optional sample and seed'
+                " (a random sample of the grid), max_points (100). Empty: no search."
+            ),
+        ),
         "slippage_bps": _number(10, "Slippage (bps)", "Against us on every fill.", minimum=0, maximum=999),
         "commission": _number(
             1.0, "Commission ($)", "Per round trip, half at entry and half at exit.", minimum=0
@@ -153,16 +169,43 @@ with DAG(
         get_current_context()["batch_label"] = batch_label(symbols)  # type: ignore[typeddict-unknown-key]  # our own key
         return run_batch(symbols, dag_run.run_id)
 
+    @task
+    def plan_search(planned: list[dict[str, Any]], dag_run: Any = None) -> list[dict[str, Any]]:
+        """The search's work: chunks of points x batches of symbols (none without a search)."""
+        from marketbars.pipelines.backtest.tasks import plan_search
+
+        return plan_search(planned, dag_run.run_id)
+
+    @task(map_index_template="{{ search_label }}", max_active_tis_per_dagrun=2)
+    def search_batch(symbols: list[str], points: list[int], dag_run: Any = None) -> dict[str, Any]:
+        """Some points of the search on one batch of symbols, on every walk-forward segment."""
+        from marketbars.pipelines.backtest.rules import search_label
+        from marketbars.pipelines.backtest.tasks import search_batch
+
+        label = search_label({"symbols": symbols, "points": points})
+        get_current_context()["search_label"] = label  # type: ignore[typeddict-unknown-key]  # our own key
+        return search_batch(symbols, points, dag_run.run_id)
+
     @task(trigger_rule="all_done")
     def report_and_rank(
-        params: dict[str, Any], planned: Any = None, results: Any = None, dag_run: Any = None
+        params: dict[str, Any],
+        planned: Any = None,
+        results: Any = None,
+        search_planned: Any = None,
+        searches: Any = None,
+        dag_run: Any = None,
     ) -> dict[str, Any]:
-        """Summary, CSVs, ranking and flags; fails when a detector has no results."""
+        """Summary, CSVs, ranking, flags and the search's verdict; fails when a task's results are missing."""
         from marketbars.pipelines.backtest.tasks import report_and_rank
         from marketbars.pipelines.common.mapping import outputs
 
-        return report_and_rank(params, dag_run.run_id, planned, outputs(results, each=dict))
+        return report_and_rank(
+            params, dag_run.run_id, planned, outputs(results, each=dict),
+            search_planned, outputs(searches, each=dict),
+        )  # fmt: skip
 
     work = plan()
     results = run_batch.expand_kwargs(work)
-    report_and_rank(planned=work, results=results)
+    search_work = plan_search(work)
+    searches = search_batch.expand_kwargs(search_work)
+    report_and_rank(planned=work, results=results, search_planned=search_work, searches=searches)

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from marketbars.backtest import detectors, runner
+from marketbars.backtest import detectors, runner, search
 from marketbars.backtest.engine import Settings
 from marketbars.market import calendar
 from marketbars.market.symbols import ALL_SYMBOLS
@@ -67,7 +67,10 @@ def bar_opens(conn: psycopg.Connection, timeframe: str) -> dict[tuple[str, dt.da
 
 
 def run(dag, **conf):
-    result = dag.test(run_conf={"start_date": DAYS[2].isoformat(), "end_date": DAYS[-1].isoformat(), **conf})
+    # dag.test() leaves a run's conf in the DAG's params: name the search, so none leaks into the next
+    result = dag.test(
+        run_conf={"start_date": DAYS[2].isoformat(), "end_date": DAYS[-1].isoformat(), "search": {}, **conf}
+    )
     assert result.state == "success"
     return result
 
@@ -170,6 +173,85 @@ def test_batches_combine_exactly_into_the_one_task_figures_and_a_retry_replaces_
     assert conn.execute(query, (dag_run.run_id,)).fetchall() == before
 
 
+def test_a_result_is_flagged_stale_once_its_windows_data_is_reloaded(
+    loaded, conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    dag_run = run(loaded, timeframe="5m", detectors=["breakout_bullish"])
+    summary = json.loads(
+        (Path(backtests.run_row(conn, dag_run.run_id)["report_dir"]) / "summary.json").read_text()
+    )
+    assert summary["data"]["stale"] is False and len(summary["data"]["version"]) == 32
+    assert backtests.freshness(conn, dag_run.run_id) == backtests.Freshness(
+        summary["data"]["version"], summary["data"]["version"], False
+    )
+    outside = calendar.sessions_between(DAYS[-1] + dt.timedelta(days=1), DAYS[-1] + dt.timedelta(days=7))[0]
+    load_file(conn, tmp_path, market.build_file("stocks", "1m", outside), WATCHED["stocks"])
+    assert not backtests.freshness(conn, dag_run.run_id).stale, "a load after the window changes nothing"
+
+    replaced = market.build_file("stocks", "1m", DAYS[5], pathologies=[])  # the vendor's corrected file
+    load_file(conn, tmp_path, replaced, WATCHED["stocks"])
+    stale = backtests.freshness(conn, dag_run.run_id)
+    assert stale.stale and stale.read_version == summary["data"]["version"] != stale.current_version
+
+
+def test_a_walk_forward_search_is_ranked_out_of_sample_and_reproducible(
+    loaded, conn: psycopg.Connection
+) -> None:
+    ranges = {"lookback": [5, 10, 20], "volume_multiple": [1.0, 1.5]}
+    conf = {
+        "timeframe": "5m",
+        "detectors": ["breakout_bullish", "mean_reversion_long"],
+        "search": {"detector": "breakout_bullish", "parameters": ranges, "sample": 4, "seed": 11, "folds": 2},
+    }
+    first = run(loaded, **conf)
+    folder = Path(backtests.run_row(conn, first.run_id)["report_dir"])
+    found = json.loads((folder / "search.json").read_text())
+    assert len(found["ranking"]) == 4 and len(found["folds"]) == 2
+    expectancies = [r["out_of_sample"]["expectancy_r"] for r in found["ranking"]]
+    scored = [e for e in expectancies if e is not None]
+    assert scored == sorted(scored, reverse=True) and expectancies[: len(scored)] == scored
+    searched = backtests.search_of(conn, first.run_id)
+    assert all(f["chosen"] in searched["points"] for f in found["folds"])
+    assert any(r["out_of_sample"]["trades"] for r in found["ranking"]), "the sample should trade"
+    assert (folder / "search_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["search"]["walk_forward"] == found["walk_forward"]
+
+    # The tallies the tasks stored are what evaluating each point on every symbol at once gives.
+    spec, settings = backtests.run_spec(conn, first.run_id), Settings()
+    detector = detectors.REGISTRY["breakout_bullish"]
+    parts = [
+        search.Segment(dt.date.fromisoformat(a), dt.date.fromisoformat(b)) for a, b in searched["segments"]
+    ]
+    stored = backtests.search_tallies(conn, first.run_id)
+    for index, point in enumerate(searched["points"]):
+        needed = runner.history_bars(detector, point, settings)
+        bars = backtests.read_bars(
+            conn, ["AAPL", "MSFT", "SPY"], "5m", runner.warmup_start(spec.start_date, "5m", needed),
+            spec.end_date, adjustment="splits", follow_renames=True,
+        )  # fmt: skip
+        expected = [search.Tally()] * len(parts)
+        for symbol_bars in bars.values():
+            tallies = search.evaluate(
+                detector,
+                point,
+                settings,
+                symbol_bars,
+                parts,
+                lambda d, n=needed: runner.warmup_start(d, "5m", n),
+            )
+            expected = [a + b for a, b in zip(expected, tallies, strict=True)]
+        got = [stored.get((index, segment), search.Tally()) for segment in range(len(parts))]
+        assert [(t.trades, t.wins) for t in got] == [(t.trades, t.wins) for t in expected]
+        assert [t.sum_r for t in got] == pytest.approx([t.sum_r for t in expected], rel=1e-12)
+
+    again = run(loaded, **conf)
+    repeated = json.loads(
+        (Path(backtests.run_row(conn, again.run_id)["report_dir"]) / "search.json").read_text()
+    )
+    assert repeated["ranking"] == found["ranking"] and repeated["folds"] == found["folds"]
+
+
 def test_splits_are_applied_at_read_time_and_reported(loaded, conn: psycopg.Connection) -> None:
     split_day = DAYS[6]
     conn.execute(
@@ -221,7 +303,12 @@ def test_a_split_gap_is_a_signal_only_in_raw_prices(
     fetch = CorporateActionsOperator(task_id="ca", symbols=["NVDA"], requests_per_minute=6000)
     fetch.execute({"run_id": "t"})
     window = {"start_date": "2025-12-15", "end_date": SPLIT_SESSIONS[-1].isoformat(), "timeframe": "1d"}
-    trade = {"symbols": ["NVDA"], "detectors": ["mean_reversion_long"], "detector_params": OVERSOLD}
+    trade = {
+        "symbols": ["NVDA"],
+        "detectors": ["mean_reversion_long"],
+        "detector_params": OVERSOLD,
+        "search": {},
+    }
     signal_days = {}
     for adjustment in ("none", "splits"):
         result = backtest_dag.test(run_conf={**window, **trade, "adjustment": adjustment})
@@ -249,24 +336,3 @@ def test_bad_params_fail_the_run_with_the_reason(loaded, conn: psycopg.Connectio
         result = loaded.test(run_conf={"start_date": DAYS[2].isoformat(), **conf})
         assert result.state == "failed"
     assert conn.execute("SELECT count(*) FROM market.backtest_runs").fetchone()[0] == 0
-
-
-def test_a_result_is_flagged_stale_once_its_windows_data_is_reloaded(
-    loaded, conn: psycopg.Connection, tmp_path: Path
-) -> None:
-    dag_run = run(loaded, timeframe="5m", detectors=["breakout_bullish"])
-    summary = json.loads(
-        (Path(backtests.run_row(conn, dag_run.run_id)["report_dir"]) / "summary.json").read_text()
-    )
-    assert summary["data"]["stale"] is False and len(summary["data"]["version"]) == 32
-    assert backtests.freshness(conn, dag_run.run_id) == backtests.Freshness(
-        summary["data"]["version"], summary["data"]["version"], False
-    )
-    outside = calendar.sessions_between(DAYS[-1] + dt.timedelta(days=1), DAYS[-1] + dt.timedelta(days=7))[0]
-    load_file(conn, tmp_path, market.build_file("stocks", "1m", outside), WATCHED["stocks"])
-    assert not backtests.freshness(conn, dag_run.run_id).stale, "a load after the window changes nothing"
-
-    replaced = market.build_file("stocks", "1m", DAYS[5], pathologies=[])  # the vendor's corrected file
-    load_file(conn, tmp_path, replaced, WATCHED["stocks"])
-    stale = backtests.freshness(conn, dag_run.run_id)
-    assert stale.stale and stale.read_version == summary["data"]["version"] != stale.current_version

@@ -20,6 +20,7 @@ def test_migrations_create_the_contract_tables_once(conn: psycopg.Connection) ->
         "0008_corporate_actions.sql",
         "0009_backtest_batches.sql",
         "0010_backtest_data_versions.sql",
+        "0011_backtest_search.sql",
     ]  # fmt: skip
     assert migrate(conn) == []
     columns = conn.execute(
@@ -71,6 +72,7 @@ def test_a_warehouse_holding_a_bad_watchlist_symbol_still_migrates_and_is_guarde
         "0008_corporate_actions.sql",
         "0009_backtest_batches.sql",
         "0010_backtest_data_versions.sql",
+        "0011_backtest_search.sql",
     ]
     with pytest.raises(psycopg.errors.CheckViolation):
         conn.execute("INSERT INTO market.watchlist (symbol, asset_class) VALUES ('MSFT ', 'stocks')")

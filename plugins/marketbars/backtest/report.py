@@ -166,3 +166,39 @@ def _palette(count: int) -> list[Any]:
 
     tab20 = colormaps["tab20"]
     return [tab20(i % tab20.N) for i in range(count)]
+
+
+def search_heatmap(path: Path, detector: str, ranking: Sequence[Mapping[str, Any]], subtitle: str) -> Path:
+    """The search's out-of-sample expectancy (R a trade) over its first two searched parameters (the
+    best over any others); one row when it searched one. Cells without trades are blank."""
+    from matplotlib.figure import Figure
+
+    varied = (
+        sorted(name for name in ranking[0]["parameters"] if len({r["parameters"][name] for r in ranking}) > 1)
+        or sorted(ranking[0]["parameters"])[:1]
+    )
+    x_name, y_name = varied[0], (varied[1] if len(varied) > 1 else None)
+    xs = sorted({r["parameters"][x_name] for r in ranking})
+    ys = sorted({r["parameters"][y_name] for r in ranking}) if y_name else [0.0]
+    grid = np.full((len(ys), len(xs)), np.nan)
+    for r in ranking:
+        value = r["out_of_sample"]["expectancy_r"]
+        row, col = ys.index(r["parameters"][y_name]) if y_name else 0, xs.index(r["parameters"][x_name])
+        if value is not None and not value <= grid[row, col]:
+            grid[row, col] = value
+    figure = Figure(figsize=(max(4.0, 1.0 + 0.9 * len(xs)), max(2.5, 1.5 + 0.6 * len(ys))))
+    axes = figure.subplots()
+    figure.subplots_adjust(left=0.16, right=0.88, top=0.82, bottom=0.2)
+    limit = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
+    image = axes.imshow(grid, cmap="RdYlGn", vmin=-limit, vmax=limit, aspect="auto", origin="lower")
+    for (row, col), value in np.ndenumerate(grid):
+        if np.isfinite(value):
+            axes.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=8)
+    axes.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
+    axes.set_yticks(range(len(ys)), [f"{y:g}" for y in ys] if y_name else [""])
+    axes.set_xlabel(x_name)
+    axes.set_ylabel(y_name or "")
+    axes.set_title(f"{detector}: out-of-sample expectancy (R)\n{subtitle}", fontsize=9)
+    figure.colorbar(image, ax=axes)
+    figure.savefig(path, dpi=100)
+    return path

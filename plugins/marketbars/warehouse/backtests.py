@@ -6,6 +6,7 @@ exactly one copy of them.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,10 +24,11 @@ from marketbars.backtest.bars import Bars
 from marketbars.backtest.engine import Trade
 from marketbars.backtest.metrics import FIELDS
 from marketbars.backtest.runner import DetectorResult
+from marketbars.backtest.search import Tally
 from marketbars.market.calendar import day_window
 from marketbars.market.symbols import ALL_SYMBOLS
 from marketbars.warehouse.connection import Connection, Cursor
-from marketbars.warehouse.copy import copy_in_table, copy_out
+from marketbars.warehouse.copy import copy_in_table
 
 _UTC_TEXT = """to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS {c}"""
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -115,7 +117,12 @@ def read_bars(
 
 
 def start_run(
-    conn: Connection, spec: RunSpec, actions: Mapping[str, Any], report_dir: str, data_from: dt.date
+    conn: Connection,
+    spec: RunSpec,
+    actions: Mapping[str, Any],
+    report_dir: str,
+    data_from: dt.date,
+    search: Mapping[str, Any] | None = None,
 ) -> str:
     """Record the run, or reset a re-run of the same id: its earlier results are deleted.
     ``actions``: what the adjustment applies and ignores (``applied``, ``quarantined``, ``renames``).
@@ -150,11 +157,19 @@ def start_run(
         )
         for table in RESULT_TABLES:  # a re-run starts from nothing: no earlier attempt's rows survive
             conn.execute(sql.SQL("DELETE FROM {} WHERE run_id = %s").format(table), (spec.run_id,))
+        conn.execute("DELETE FROM market.backtest_search WHERE run_id = %s", (spec.run_id,))
         row = conn.execute(
-            """UPDATE market.backtest_runs SET data_from = %s, data_version = market.bars_data_version(
-                   symbols, %s, timeframe, %s, end_date, adjustment, follow_renames)
+            """UPDATE market.backtest_runs SET search = %s, data_from = %s,
+                   data_version = market.bars_data_version(
+                       symbols, %s, timeframe, %s, end_date, adjustment, follow_renames)
                WHERE run_id = %s RETURNING data_version""",
-            (data_from, sorted(set(spec.symbols.values())), data_from, spec.run_id),
+            (
+                json.dumps(search) if search else None,
+                data_from,
+                sorted(set(spec.symbols.values())),
+                data_from,
+                spec.run_id,
+            ),
         ).fetchone()
     return str(row[0]) if row else ""
 
@@ -294,58 +309,47 @@ class DetectorTrades:
         return cls(np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0), counts=zero)
 
 
+_TRADE_ORDER = 'exit_ts, symbol COLLATE "C", entry_ts'  # metrics.trade_order, bytewise like Python
+_PACKED_TRADES = sql.SQL(
+    f"""SELECT detector,
+               string_agg(int8send((date_part('epoch', exit_ts) * 1000000)::bigint), ''
+                          ORDER BY {_TRADE_ORDER}),
+               string_agg(float8send(net_pnl), '' ORDER BY {_TRADE_ORDER}),
+               string_agg(float8send(return_pct), '' ORDER BY {_TRADE_ORDER}),
+               string_agg(float8send(r_multiple), '' ORDER BY {_TRADE_ORDER})
+        FROM market.backtest_trades WHERE run_id = %s GROUP BY detector"""
+)
+
+
 def detector_trades(conn: Connection, run_id: str) -> dict[str, DetectorTrades]:
-    """Every detector's trades and counts, read back from the tables in bulk. Symbols sort bytewise
-    (``COLLATE "C"``), as Python sorts them, so the order is the engine's to the last tie."""
-    with conn.cursor() as cur:
-        cur.execute("SET extra_float_digits = 1")
-        table = copy_out(
-            cur,
-            sql.SQL(
-                """SELECT detector, (date_part('epoch', exit_ts) * 1000000)::bigint, net_pnl, return_pct,
-                          r_multiple
-                   FROM market.backtest_trades WHERE run_id = %s
-                   ORDER BY detector, exit_ts, symbol COLLATE "C", entry_ts"""
-            ),
-            (run_id,),
-            {
-                "detector": pa.string(),
-                "exit_ts": pa.int64(),
-                "net_pnl": pa.float64(),
-                "return_pct": pa.float64(),
-                "r_multiple": pa.float64(),
-            },
+    """Every detector's trades and counts, read back from the tables in bulk: one row per detector of
+    packed binary columns (as ``read_bars`` reads bars), in ``metrics.trade_order``."""
+    packed = {
+        str(detector): (
+            np.frombuffer(exit_ts, ">i8").astype(np.int64),
+            *(np.frombuffer(column, ">f8").astype(np.float64) for column in floats),
         )
-    counts = {
-        str(detector): {
-            "symbols": int(n),
-            "bars": int(b),
-            "bars_in_position": int(h),
-            "skipped_signals": int(k),
-        }
-        for detector, n, b, h, k in conn.execute(
-            """SELECT detector, count(*), coalesce(sum(bars), 0), coalesce(sum(bars_in_position), 0),
-                      coalesce(sum(skipped_signals), 0)
-               FROM market.backtest_metrics WHERE run_id = %s AND symbol <> %s GROUP BY detector""",
-            (run_id, ALL_SYMBOLS),
-        ).fetchall()
+        for detector, exit_ts, *floats in conn.execute(_PACKED_TRADES, (run_id,)).fetchall()
     }
-    columns = ("exit_ts", "net_pnl", "return_pct", "r_multiple")
-    empty = {name: np.empty(0, np.int64 if name == "exit_ts" else np.float64) for name in columns}
-    spans: dict[str, tuple[int, int]] = {}
-    if table is not None:
-        names = np.asarray(table["detector"].to_numpy(zero_copy_only=False))
-        edges = np.flatnonzero(names[1:] != names[:-1]) + 1
-        for lo, hi in zip(np.concatenate(([0], edges)), np.concatenate((edges, [len(names)])), strict=True):
-            spans[str(names[lo])] = (int(lo), int(hi))
+    counts = conn.execute(
+        """SELECT detector, count(*), coalesce(sum(bars), 0), coalesce(sum(bars_in_position), 0),
+                  coalesce(sum(skipped_signals), 0)
+           FROM market.backtest_metrics WHERE run_id = %s AND symbol <> %s GROUP BY detector""",
+        (run_id, ALL_SYMBOLS),
+    ).fetchall()
     out: dict[str, DetectorTrades] = {}
-    for detector, tally in counts.items():
-        if detector in spans and table is not None:
-            lo, hi = spans[detector]
-            arrays = {name: table[name].slice(lo, hi - lo).to_numpy() for name in columns}
+    for detector, symbols, bars, held, skipped in counts:
+        tally = {
+            "symbols": int(symbols),
+            "bars": int(bars),
+            "bars_in_position": int(held),
+            "skipped_signals": int(skipped),
+        }
+        if str(detector) in packed:
+            exit_ts, net_pnl, return_pct, r_multiple = packed[str(detector)]
+            out[str(detector)] = DetectorTrades(exit_ts, net_pnl, return_pct, r_multiple, counts=tally)
         else:
-            arrays = empty
-        out[detector] = DetectorTrades(**arrays, counts=tally)
+            out[str(detector)] = dataclasses.replace(DetectorTrades.none(), counts=tally)
     return out
 
 
@@ -390,3 +394,35 @@ def _copy_in(table: str, columns: Sequence[str]) -> sql.Composed:
     return sql.SQL("COPY {} (run_id, {}) FROM STDIN").format(
         sql.Identifier("market", table), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
+
+
+def search_of(conn: Connection, run_id: str) -> dict[str, Any] | None:
+    """The run's search (``detector``, ``points``, ``segments``), None when it searched nothing."""
+    row = conn.execute("SELECT search FROM market.backtest_runs WHERE run_id = %s", (run_id,)).fetchone()
+    return dict(row[0]) if row and row[0] else None
+
+
+def replace_search_tallies(
+    conn: Connection, run_id: str, batch: str, tallies: Mapping[tuple[int, int], Tally]
+) -> None:
+    """One batch's tallies of some points, per segment, in place of an earlier attempt's, atomically."""
+    points = sorted({point for point, _ in tallies})
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(
+            "DELETE FROM market.backtest_search WHERE run_id = %s AND batch = %s AND point = ANY(%s)",
+            (run_id, batch, points),
+        )
+        columns = "run_id, point, segment, batch, trades, wins, sum_r, sum_pnl"
+        with cur.copy(f"COPY market.backtest_search ({columns}) FROM STDIN") as copy:
+            for (point, segment), t in sorted(tallies.items()):
+                copy.write_row((run_id, point, segment, batch, t.trades, t.wins, t.sum_r, t.sum_pnl))
+
+
+def search_tallies(conn: Connection, run_id: str) -> dict[tuple[int, int], Tally]:
+    """Every point's tally per segment, over every batch of symbols."""
+    rows = conn.execute(
+        """SELECT point, segment, sum(trades), sum(wins), sum(sum_r), sum(sum_pnl)
+           FROM market.backtest_search WHERE run_id = %s GROUP BY point, segment""",
+        (run_id,),
+    ).fetchall()
+    return {(int(p), int(g)): Tally(int(n), int(w), float(r), float(pnl)) for p, g, n, w, r, pnl in rows}

@@ -126,3 +126,23 @@ def test_batches_are_sized_by_bars_and_stay_within_the_mapping_limit() -> None:
 def test_a_universe_is_shown_by_its_first_symbols() -> None:
     assert rules.shown(["AAPL", "MSFT"]) == "AAPL, MSFT"
     assert rules.shown([f"S{i}" for i in range(25)], limit=3) == "S0, S1, S2 and 22 more"
+
+
+def test_a_search_is_checked_and_split_into_points_x_batches_under_the_limit() -> None:
+    request = rules.parse_request({**BASE, "start_date": "2025-12-01", "end_date": "2025-12-31"}, RUN_DATE)
+    spec = {"detector": "breakout_bullish", "parameters": {"lookback": [10, 20]}, "folds": 2}
+    searched = rules.parse_search(spec, request)
+    assert searched is not None and [p["lookback"] for p in searched.points] == [10, 20]
+    assert len(searched.segments) == 3 and searched.segments[0].first == dt.date(2025, 12, 1)
+    assert rules.parse_search({}, request) is None
+    with pytest.raises(ValueError, match="search has no field fold"):
+        rules.parse_search({**spec, "fold": 2}, request)
+    with pytest.raises(ValueError, match="'gamma_flip' is not one of this run's detectors"):
+        rules.parse_search({**spec, "detector": "gamma_flip"}, request)
+    batches = [[f"S{i}"] for i in range(10)]
+    work = rules.search_work(100, batches, limit=50)
+    assert len(work) <= 50 and sorted(p for w in work if w["symbols"] == ["S0"] for p in w["points"]) == list(
+        range(100)
+    )
+    assert rules.search_label(work[0]) == "points 0..19 x S0"
+    assert rules.search_work(0, batches) == []

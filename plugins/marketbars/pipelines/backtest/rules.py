@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from marketbars.backtest import detectors, runner
+from marketbars.backtest import detectors, runner, search
 from marketbars.backtest.bars import TIMEFRAME_MINUTES
 from marketbars.backtest.detectors import Detector
 from marketbars.backtest.engine import Settings
@@ -170,3 +170,75 @@ def shown(symbols: Sequence[str], limit: int = 20) -> str:
     if len(symbols) <= limit:
         return ", ".join(symbols)
     return f"{', '.join(symbols[:limit])} and {len(symbols) - limit} more"
+
+
+SEARCH_FOLDS = 3  # walk-forward folds when a search does not say
+SEARCH_POINTS = 100  # points a search may have when it does not say (at most search.MAX_POINTS)
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    detector: str
+    points: list[dict[str, float]]
+    segments: list[search.Segment]
+
+
+def parse_search(spec: Mapping[str, Any] | None, request: BacktestRequest) -> SearchRequest | None:
+    """The ``search`` param, checked: None when empty. ValueError names the problem."""
+    if not spec:
+        return None
+    unknown = sorted(set(spec) - {"detector", "parameters", "sample", "seed", "folds", "max_points"})
+    if unknown:
+        raise ValueError(f"search has no field {', '.join(unknown)}")
+    name = spec.get("detector")
+    chosen = {d.name: d for d in request.detectors}
+    if name not in chosen:
+        raise ValueError(f"search detector {name!r} is not one of this run's detectors")
+    points = search.points(
+        chosen[name],
+        dict(spec.get("parameters") or {}),
+        sample=int(spec.get("sample", 0)),
+        seed=int(spec.get("seed", 0)),
+        max_points=int(spec.get("max_points", SEARCH_POINTS)),
+    )
+    segments = search.segments(
+        sessions_between(request.start, request.end), int(spec.get("folds", SEARCH_FOLDS))
+    )
+    return SearchRequest(name, points, segments)
+
+
+def search_work(
+    points: int, batches: Sequence[Sequence[str]], limit: int = MAX_MAPPED_INSTANCES
+) -> list[dict[str, Any]]:
+    """(points x batches) in chunks of points, at most ``limit`` instances: each reads a batch once
+    and evaluates its chunk of points on it."""
+    if not points or not batches:
+        return []
+    per_instance = max(-(-points * len(batches) // limit), 1)
+    return [
+        {"symbols": list(batch), "points": list(range(lo, min(lo + per_instance, points)))}
+        for batch in batches
+        for lo in range(0, points, per_instance)
+    ]
+
+
+def search_label(work: Mapping[str, Any]) -> str:
+    """How the grid names a search instance: its points and its batch."""
+    chosen = work["points"]
+    points = f"point {chosen[0]}" if len(chosen) == 1 else f"points {chosen[0]}..{chosen[-1]}"
+    return f"{points} x {batch_label(work['symbols'])}"
+
+
+def tally_text(tally: Mapping[str, Any]) -> str:
+    """A search tally for a log line: trades, win rate, expectancy in R."""
+    if not tally["trades"]:
+        return "no trades"
+    return f"{tally['trades']} trades, {tally['win_rate']:.0%} won, {tally['expectancy_r']:.3f} R a trade"
+
+
+def search_line(row: Mapping[str, Any]) -> str:
+    """One point of the search's ranking for the log."""
+    shown = ", ".join(f"{k}={v:g}" for k, v in sorted(row["parameters"].items()))
+    return (
+        f"{shown}: out of sample {tally_text(row['out_of_sample'])}; in sample {tally_text(row['in_sample'])}"
+    )

@@ -35,6 +35,7 @@ def plan(params: Mapping[str, Any], dag_run: Any) -> list[dict[str, list[str]]]:
 
     run_date = calendar.today_in_new_york(dag_run.logical_date or dag_run.run_after)
     request = _checked(rules.parse_request, params, run_date)
+    searched = _checked(rules.parse_search, params.get("search"), request)
     folder = report_dir(dag_run.run_id)
     with WarehouseHook().connect() as conn:
         classes = _checked(
@@ -53,11 +54,24 @@ def plan(params: Mapping[str, Any], dag_run: Any) -> list[dict[str, list[str]]]:
             follow_renames=request.follow_renames,
         )
         earliest = min(_read_start(spec, d) for d in request.detectors)
+        if searched:
+            earliest = min(earliest, _search_start(spec, searched.detector, searched.points))
         actions = _actions(conn, spec, earliest)
         if folder.exists():
             shutil.rmtree(folder)  # a re-run's report replaces the earlier one whole
         folder.mkdir(parents=True)
-        version = backtests.start_run(conn, spec, actions, str(folder), earliest)
+        search_json = None
+        if searched:
+            search_json = {
+                "detector": searched.detector,
+                "points": searched.points,
+                "segments": [[p.first.isoformat(), p.last.isoformat()] for p in searched.segments],
+            }
+            log.info(
+                "searches %d point(s) of %s over %d walk-forward fold(s)",
+                len(searched.points), searched.detector, len(searched.segments) - 1,
+            )  # fmt: skip
+        version = backtests.start_run(conn, spec, actions, str(folder), earliest, search_json)
     log.info(
         "backtest %s: %s..%s %s bars, %d symbol(s) (%s), %d detector(s); adjustment %s%s; report folder %s",
         spec.run_id,
@@ -180,9 +194,12 @@ def report_and_rank(
     run_id: str,
     planned: Sequence[Mapping[str, Any]] | None,
     results: Sequence[Mapping[str, Any]],
+    search_planned: Sequence[Mapping[str, Any]] | None = (),
+    search_results: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Write the run's JSON summary and CSVs from the tables, log the ranking, flag the detectors
-    below the thresholds; fail when a detector's results are missing (its task failed)."""
+    below the thresholds; fail when a batch's or a search instance's results are missing (its task
+    failed)."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from marketbars.backtest import detectors, report
@@ -199,12 +216,19 @@ def report_and_rank(
         raise AirflowFailException(f"backtest {run_id}: nothing to report, its plan task failed")
     done = {r["batch"] for r in results}
     missing = [label for label in (rules.batch_label(b["symbols"]) for b in planned) if label not in done]
+    searched_done = {r["label"] for r in search_results}
+    if search_planned is None:
+        missing.append("the search (its planning failed)")
+    missing += [
+        rules.search_label(w) for w in search_planned or () if rules.search_label(w) not in searched_done
+    ]
     status = "incomplete" if missing else "succeeded"
     with WarehouseHook().connect() as conn:
         run = backtests.run_row(conn, run_id)
         folder = Path(run["report_dir"])
         folder.mkdir(parents=True, exist_ok=True)
         _combine(conn, run, folder)
+        searched = _judge_search(conn, run, folder)
         fresh = backtests.freshness(conn, run_id)
         rows = backtests.metrics_of(conn, run_id)
         trades = backtests.write_trades_csv(conn, run_id, folder / "trades.csv")
@@ -216,6 +240,7 @@ def report_and_rank(
         "window": {"start": run["start_date"], "end": run["end_date"], "timeframe": run["timeframe"]},
         "adjustment": run["adjustment"],
         "follow_renames": run["follow_renames"],
+        "search": searched,
         "data": {
             "from": run["data_from"],
             "version": run["data_version"],
@@ -234,7 +259,13 @@ def report_and_rank(
         "missing_batches": missing,
         "trades": trades,
         "metrics": rows,
-        "files": ["summary.json", "metrics.csv", "trades.csv", "equity.png"],
+        "files": [
+            "summary.json",
+            "metrics.csv",
+            "trades.csv",
+            "equity.png",
+            *(["search.json", "search_heatmap.png"] if searched else []),
+        ],
     }
     report.write_summary(folder / "summary.json", summary)
     files = sorted(p for p in folder.iterdir() if p.is_file())
@@ -263,7 +294,7 @@ def report_and_rank(
     log.info("report: %s (%d files, %d trades)", folder, len(files), trades)
     if missing:
         raise AirflowFailException(
-            f"backtest {run_id}: no results for the symbols of {'; '.join(missing)} (their tasks failed)"
+            f"backtest {run_id}: no results for {'; '.join(missing)} (their tasks failed)"
         )
     return {"report_dir": str(folder), "detectors": len(ranked), "flagged": len(flagged), "trades": trades}
 
@@ -288,3 +319,127 @@ def _combine(conn: Any, run: Mapping[str, Any], folder: Path) -> None:
     backtests.replace_overall(conn, run["run_id"], rows)
     subtitle = f"{run['timeframe']} {run['start_date']}..{run['end_date']}, adjustment {run['adjustment']}"
     report.equity_figure(folder / "equity.png", curves, capitals, subtitle)
+
+
+def _search_start(spec: Any, name: str, points: Sequence[Mapping[str, float]]) -> dt.date:
+    """The first session the search reads: the longest warm-up of any point before the window."""
+    from marketbars.backtest import detectors, runner
+    from marketbars.backtest.engine import Settings
+
+    detector, settings = detectors.REGISTRY[name], Settings(**spec.settings)
+    bars_needed = max(runner.history_bars(detector, point, settings) for point in points)
+    return runner.warmup_start(spec.start_date, spec.timeframe, bars_needed)
+
+
+def plan_search(planned: Sequence[Mapping[str, Any]] | None, run_id: str) -> list[dict[str, Any]]:
+    """The search's work: (chunks of points) x (the run's batches of symbols), under the mapping
+    limit; none when the run searches nothing."""
+    from marketbars.warehouse import backtests
+    from marketbars.warehouse.hook import WarehouseHook
+
+    if not planned:
+        return []
+    with WarehouseHook().connect() as conn:
+        searched = backtests.search_of(conn, run_id)
+    if not searched:
+        return []
+    work = rules.search_work(len(searched["points"]), [b["symbols"] for b in planned])
+    log.info(
+        "search: %d point(s) x %d batch(es) in %d task(s)", len(searched["points"]), len(planned), len(work)
+    )
+    return work
+
+
+def search_batch(symbols: Sequence[str], points: Sequence[int], run_id: str) -> dict[str, Any]:
+    """Some points of the search over one batch of symbols, whose bars are read once: each point on
+    each walk-forward segment alone (no bar after the segment in memory), the batch's tallies
+    replaced in one transaction. XCom: counts."""
+    from marketbars.backtest import detectors, runner, search
+    from marketbars.backtest.engine import Settings
+    from marketbars.warehouse import backtests
+    from marketbars.warehouse.hook import WarehouseHook
+
+    with WarehouseHook().connect() as conn:
+        spec = backtests.run_spec(conn, run_id)
+        searched = backtests.search_of(conn, run_id) or {}
+        detector, settings = detectors.REGISTRY[searched["detector"]], Settings(**spec.settings)
+        parts = [
+            search.Segment(dt.date.fromisoformat(a), dt.date.fromisoformat(b))
+            for a, b in searched["segments"]
+        ]
+        chosen = [searched["points"][i] for i in points]
+        eligible = runner.eligible(detector, {s: spec.symbols[s] for s in symbols}, spec.timeframe)
+        first = _search_start(spec, detector.name, chosen)
+        bars = backtests.read_bars(
+            conn, eligible, spec.timeframe, first, spec.end_date,
+            adjustment=spec.adjustment, follow_renames=spec.follow_renames,
+        )  # fmt: skip
+        tallies: dict[tuple[int, int], search.Tally] = {}
+        for index, point in zip(points, chosen, strict=True):
+            needed = runner.history_bars(detector, point, settings)
+
+            def warmup(day: dt.date, needed: int = needed) -> dt.date:
+                return runner.warmup_start(day, spec.timeframe, needed)
+
+            for segment in range(len(parts)):
+                tallies[(index, segment)] = search.Tally()
+            for symbol_bars in bars.values():
+                for segment, tally in enumerate(
+                    search.evaluate(detector, point, settings, symbol_bars, parts, warmup)
+                ):
+                    tallies[(index, segment)] = tallies[(index, segment)] + tally
+        backtests.replace_search_tallies(conn, run_id, rules.batch_label(list(symbols)), tallies)
+    trades = sum(t.trades for t in tallies.values())
+    log.info(
+        "%s: %d trade(s) over %d segment(s)",
+        rules.search_label({"symbols": symbols, "points": points}),
+        trades,
+        len(parts),
+    )
+    label = rules.search_label({"symbols": symbols, "points": points})
+    return {"label": label, "points": len(points), "trades": trades}
+
+
+def _judge_search(conn: Any, run: Mapping[str, Any], folder: Path) -> dict[str, Any] | None:
+    """The search judged out of sample (``search.judge``) from every batch's tallies: logged, with
+    the overfitting warning when it applies, written to search.json and drawn as a heatmap."""
+    from marketbars.backtest import report, search
+    from marketbars.warehouse import backtests
+
+    searched = backtests.search_of(conn, run["run_id"])
+    if not searched:
+        return None
+    parts = [
+        search.Segment(dt.date.fromisoformat(a), dt.date.fromisoformat(b)) for a, b in searched["segments"]
+    ]
+    stored = backtests.search_tallies(conn, run["run_id"])
+    tallies = [
+        [stored.get((point, segment), search.Tally()) for segment in range(len(parts))]
+        for point in range(len(searched["points"]))
+    ]
+    verdict = search.judge(searched["points"], tallies, parts)
+    result = {
+        "detector": searched["detector"],
+        "folds": verdict.folds,
+        "walk_forward": verdict.walk_forward.to_json(),
+        "chosen_in_sample": verdict.chosen_in_sample.to_json(),
+        "warnings": verdict.warnings,
+        "ranking": verdict.ranking,
+    }
+    report.write_summary(folder / "search.json", result)
+    subtitle = (
+        f"{len(parts) - 1} walk-forward folds, {run['timeframe']} {run['start_date']}..{run['end_date']}"
+    )
+    report.search_heatmap(folder / "search_heatmap.png", searched["detector"], verdict.ranking, subtitle)
+    log.info("search of %s, ranked by out-of-sample expectancy (in-sample beside it):", searched["detector"])
+    for row in verdict.ranking[:10]:
+        log.info("  %s", rules.search_line(row))
+    for fold in verdict.folds:
+        log.info("  fold %d: training %s..%s chose %s", fold["fold"], *fold["train"], fold["chosen"])
+    log.info(
+        "  walk-forward (each fold's choice on its test segment): %s",
+        rules.tally_text(result["walk_forward"]),
+    )
+    for warning in verdict.warnings:
+        log.warning("search of %s: %s", searched["detector"], warning)
+    return {k: v for k, v in result.items() if k != "ranking"} | {"best": verdict.ranking[:5]}
