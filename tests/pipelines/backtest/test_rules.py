@@ -141,8 +141,8 @@ def test_a_search_is_checked_and_split_into_points_x_batches_under_the_limit() -
         rules.parse_search({**spec, "detector": "gamma_flip"}, request)
     batches = [[f"S{i}"] for i in range(10)]
     work = rules.search_work(100, batches, limit=50)
-    assert len(work) <= 50 and sorted(p for w in work if w["symbols"] == ["S0"] for p in w["points"]) == list(
-        range(100)
-    )
-    assert rules.search_label(work[0]) == "points 0..19 x S0"
+    first_batch = sorted(p for w in work if w["symbols"] == ["S0"] for p in w["points"])
+    assert len(work) <= 50 and first_batch == list(range(100))
+    assert rules.search_label(work[0]) == "points 0..19 x S0", "the limit sets the chunk"
+    assert [len(w["points"]) for w in rules.search_work(25, batches[:1])] == [10, 10, 5], "ten points a task"
     assert rules.search_work(0, batches) == []

@@ -207,14 +207,18 @@ def parse_search(spec: Mapping[str, Any] | None, request: BacktestRequest) -> Se
     return SearchRequest(name, points, segments)
 
 
+SEARCH_POINTS_PER_TASK = 10  # a task reads its batch once for this many points at least
+
+
 def search_work(
     points: int, batches: Sequence[Sequence[str]], limit: int = MAX_MAPPED_INSTANCES
 ) -> list[dict[str, Any]]:
     """(points x batches) in chunks of points, at most ``limit`` instances: each reads a batch once
-    and evaluates its chunk of points on it."""
+    and evaluates its chunk of points on it (``SEARCH_POINTS_PER_TASK`` at least, so the read and
+    the task's start are spread over several points)."""
     if not points or not batches:
         return []
-    per_instance = max(-(-points * len(batches) // limit), 1)
+    per_instance = max(-(-points * len(batches) // limit), min(points, SEARCH_POINTS_PER_TASK))
     return [
         {"symbols": list(batch), "points": list(range(lo, min(lo + per_instance, points)))}
         for batch in batches
