@@ -4,7 +4,7 @@ reference endpoints into the warehouse."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
@@ -102,12 +102,12 @@ class CorporateActionsOperator(BaseOperator):
                     rename = self._ticker_history(conn, hook, ticker, run_id)
                     if rename:
                         result["renames"].append(rename)
-                result["split"] = self._splits(conn, hook, symbols, first, last, run_id)
-                result["dividend"] = self._dividends(conn, hook, symbols, first, last, run_id)
+                for kind in ("split", "dividend"):
+                    result[kind] = self._refresh(kind, conn, hook, symbols, first, last, run_id)
                 followed = sorted({r["to"] for r in result["renames"] if r["followed"]} - set(symbols))
                 if followed:  # new to the watchlist: their whole history, now
-                    self._splits(conn, hook, followed, None, None, run_id)
-                    self._dividends(conn, hook, followed, None, None, run_id)
+                    for kind in ("split", "dividend"):
+                        self._refresh(kind, conn, hook, followed, None, None, run_id)
             except MassiveApiError as exc:  # 401/403, status ERROR, other 4xx: a retry cannot help
                 raise AirflowFailException(str(exc)) from exc
             differences = corporate_actions.factor_differences(conn, [*symbols, *followed])
@@ -117,8 +117,9 @@ class CorporateActionsOperator(BaseOperator):
         self.log.info("waited %.1f s in total for the shared rate limit", limiter.waited)
         return result
 
-    def _splits(
+    def _refresh(
         self,
+        kind: str,
         conn: Connection,
         hook: MassiveRestHook,
         symbols: list[str],
@@ -126,45 +127,36 @@ class CorporateActionsOperator(BaseOperator):
         last: dt.date | None,
         run_id: str | None,
     ) -> dict[str, int]:
-        from marketbars.market.corporate_actions import asked_for, check_splits
-        from marketbars.massive.reference import SPLITS_PATH, parse_splits, splits_query
+        """One kind's records of the tickers over the window: fetched, checked, stored with the rest
+        quarantined, and the fetch recorded, in one transaction."""
+        from marketbars.market import corporate_actions as rules
+        from marketbars.massive import reference
         from marketbars.warehouse import corporate_actions
 
-        what = _what("splits", symbols, first, last)
-        answer = hook.pages(SPLITS_PATH, splits_query(symbols, first, last), what=what)
-        parsed, unreadable = parse_splits(answer.results)
-        kept, strays = asked_for(parsed, symbols, first, last)
-        checked = check_splits(kept)
+        steps: dict[
+            str, tuple[str, Callable[..., Any], Callable[..., Any], Callable[..., Any], Callable[..., Any]]
+        ]
+        steps = {
+            "split": (
+                reference.SPLITS_PATH, reference.splits_query, reference.parse_splits,
+                rules.check_splits, corporate_actions.replace_splits,
+            ),
+            "dividend": (
+                reference.DIVIDENDS_PATH, reference.dividends_query, reference.parse_dividends,
+                rules.check_dividends, corporate_actions.replace_dividends,
+            ),
+        }  # fmt: skip
+        path, query, parse, check, replace = steps[kind]
+        what = _what(f"{kind}s", symbols, first, last)
+        answer = hook.pages(path, query(symbols, first, last), what=what)
+        parsed, unreadable = parse(answer.results)
+        kept, strays = rules.asked_for(parsed, symbols, first, last)
+        checked = check(kept)
         checked.rejected[:0] = unreadable
         fetch = corporate_actions.Fetch(
-            "split", symbols, first, last, answer.requests, answer.request_ids, run_id
+            kind, symbols, first, last, answer.requests, answer.request_ids, run_id
         )
-        corporate_actions.replace_splits(conn, fetch, checked)
-        return self._report(what, checked, strays, answer.requests)
-
-    def _dividends(
-        self,
-        conn: Connection,
-        hook: MassiveRestHook,
-        symbols: list[str],
-        first: dt.date | None,
-        last: dt.date | None,
-        run_id: str | None,
-    ) -> dict[str, int]:
-        from marketbars.market.corporate_actions import asked_for, check_dividends
-        from marketbars.massive.reference import DIVIDENDS_PATH, dividends_query, parse_dividends
-        from marketbars.warehouse import corporate_actions
-
-        what = _what("dividends", symbols, first, last)
-        answer = hook.pages(DIVIDENDS_PATH, dividends_query(symbols, first, last), what=what)
-        parsed, unreadable = parse_dividends(answer.results)
-        kept, strays = asked_for(parsed, symbols, first, last)
-        checked = check_dividends(kept)
-        checked.rejected[:0] = unreadable
-        fetch = corporate_actions.Fetch(
-            "dividend", symbols, first, last, answer.requests, answer.request_ids, run_id
-        )
-        corporate_actions.replace_dividends(conn, fetch, checked)
+        replace(conn, fetch, checked)
         return self._report(what, checked, strays, answer.requests)
 
     def _ticker_history(
