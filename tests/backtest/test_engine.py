@@ -92,7 +92,7 @@ def test_an_intraday_trade_closes_at_the_sessions_last_close_and_never_carries_o
     assert (trade.exit_reason, trade.exit_ts, trade.bars_held) == ("end_of_session", int(bars.ts[4]), 2)
     assert trade.net_pnl == pytest.approx((100.4 - 100) * 500)
     # A signal on a session's last bar would enter in the next session: an intraday setup skips it.
-    assert simulate(bars, signal_at(bars, 4), 1, settings, start=0, intraday=True).trades == []
+    assert simulate(bars, signal_at(bars, 4), 1, settings, start=0, intraday=True).trades.rows() == []
 
 
 def test_signals_while_in_a_position_are_ignored_and_size_follows_risk() -> None:
@@ -108,7 +108,7 @@ def test_signals_while_in_a_position_are_ignored_and_size_follows_risk() -> None
 
 def test_bars_before_start_are_warm_up_only() -> None:
     bars = daily([*FLAT, *FLAT, (100, 101, 99.5, 100.5, 1e6)])
-    assert simulate(bars, signal_at(bars, 2), 1, SETTINGS, start=3, intraday=False).trades == []
+    assert simulate(bars, signal_at(bars, 2), 1, SETTINGS, start=3, intraday=False).trades.rows() == []
     assert len(simulate(bars, signal_at(bars, 3), 1, SETTINGS, start=3, intraday=False).trades) == 1
 
 

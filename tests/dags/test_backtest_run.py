@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import psycopg
+import pyarrow.parquet as pq
 import pytest
 
 from marketbars.backtest import detectors, runner, search
@@ -123,8 +124,12 @@ def test_a_run_fills_the_tables_and_the_report_consistently(loaded, conn: psycop
     assert [r["detector"] for r in summary["ranking"]] and len(summary["ranking"]) == len(detectors.REGISTRY)
     assert summary["trades"] == len(trades)
     assert set(summary["unavailable"]) == {"gamma_squeeze", "gamma_flip"}
-    with (folder / "trades.csv").open() as f:
-        assert sum(1 for _ in csv.DictReader(f)) == len(trades)
+    written = pq.read_table(folder / "trades.parquet").to_pylist()
+    as_stored = sorted((t[0], t[1], t[4], t[9], t[10]) for t in trades)
+    assert (
+        sorted((w["detector"], w["symbol"], w["entry_ts"], w["net_pnl"], w["exit_reason"]) for w in written)
+        == as_stored
+    )
     with (folder / "metrics.csv").open() as f:
         metric_rows = list(csv.DictReader(f))
     assert (

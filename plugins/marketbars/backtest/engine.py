@@ -20,23 +20,21 @@ Rules (one open position per symbol per detector; a signal while in a position i
 - **P&L**: gross = side x (exit fill - entry fill) x shares, net = gross - commission, the
   R-multiple = net / (shares x R), the return = net / (entry fill x shares).
 
-Every candidate signal's levels, size and first exit are found with numpy at once (the exits in
-slices of candidates, so long holds stay in bounded memory); Python only walks the candidates to
-keep one position at a time, never the bars.
+Every candidate signal's levels, size and exit are found with numpy at once (the exits in slices
+of candidates, so long holds stay in bounded memory), and so are the trades' prices and P&L, as
+columns (``Trades``); Python only follows the chain of trades taken, one position at a time.
 """
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import asdict, dataclass, fields
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from marketbars.backtest.bars import Bars
 from marketbars.backtest.indicators import atr
-
-EXIT_REASONS = ("stop", "target", "max_hold", "end_of_session", "end_of_data")
+from marketbars.backtest.trades import EXIT_REASONS, Trades
 
 
 @dataclass(frozen=True)
@@ -84,38 +82,17 @@ class Settings:
         return asdict(self)
 
 
-class Trade(NamedTuple):
-    """One round trip. A named tuple: immutable like a frozen dataclass, and ten times cheaper to
-    make, which matters at tens of thousands of trades a run."""
-
-    symbol: str
-    side: int
-    signal_ts: int  # epoch microseconds of the bar starts
-    entry_ts: int
-    exit_ts: int
-    entry_price: float  # fills, slippage included
-    exit_price: float
-    shares: int
-    stop: float
-    target: float
-    risk_per_share: float
-    gross_pnl: float
-    commission: float
-    net_pnl: float
-    r_multiple: float
-    return_pct: float
-    bars_held: int
-    exit_reason: str
-
-
 @dataclass(frozen=True)
 class Outcome:
     """One detector on one symbol: its trades, the bars it could trade and those it held."""
 
-    trades: list[Trade]
+    trades: Trades
     bars: int
     bars_in_position: int
     skipped_signals: int  # signals that afforded no share
+
+
+_STOP, _TARGET, _MAX_HOLD, _END_OF_SESSION, _END_OF_DATA = range(len(EXIT_REASONS))
 
 
 def simulate(
@@ -125,87 +102,119 @@ def simulate(
     n = len(bars)
     window = max(n - start, 0)
     if n == 0 or window == 0:
-        return Outcome([], 0, 0, 0)
+        return Outcome(Trades.empty(), 0, 0, 0)
     ranges = atr(bars.high, bars.low, bars.close, settings.atr_period)
     session_end = np.flatnonzero(bars.session_last)[np.cumsum(bars.session_first) - 1]
     candidates = np.flatnonzero(np.asarray(signals, bool)[: n - 1])
     candidates = candidates[candidates >= start]
-    slip = settings.slippage_bps / 10_000.0
-    # Every candidate's levels, size and first exit, as if it were taken (vectorised); the loop
-    # below only decides which candidates are taken (one position at a time).
+    # Every candidate's levels, size and exit, as if it were taken (vectorised); then only which
+    # candidates are taken (one position at a time) is left to decide.
     risks = settings.stop_atr * ranges[candidates]
     references = bars.close[candidates]
     with np.errstate(divide="ignore", invalid="ignore"):
         sizes = np.floor(
             np.minimum(settings.capital * settings.risk_fraction / risks, settings.capital / references)
         )
-    stops = references - side * risks
-    targets = references + side * settings.target_r * risks
+    # No entry into the next session, nor while the ATR warms up (NaN risk).
+    enterable = ~bars.session_last[candidates] if intraday else np.ones(len(candidates), bool)
+    with np.errstate(invalid="ignore"):
+        enterable &= risks > 0
+        affordable = enterable & (sizes >= 1)
     entries = candidates + 1
     timeouts = entries + settings.max_hold_bars  # bars whose open a time exit fills at
     lasts = np.minimum(timeouts - 1, n - 1)
     if intraday:
         lasts = np.minimum(lasts, session_end[entries])
+    stops = references - side * risks
+    targets = references + side * settings.target_r * risks
     exits, fills, reasons = _exits(bars, side, entries, lasts, stops, targets)
-    trades: list[Trade] = []
-    held = skipped = 0
-    # Python scalars for the walk (indexing numpy one element at a time is what made it slow).
-    starts, risk_of, size_of = candidates.tolist(), risks.tolist(), sizes.tolist()
-    exit_of, fill_of, reason_of = exits.tolist(), fills.tolist(), reasons.tolist()
-    last_of, timeout_of = lasts.tolist(), timeouts.tolist()
-    at_close = (bars.session_last[candidates] if intraday else np.zeros(len(candidates), bool)).tolist()
-    i, free_from = 0, start  # free_from: the first bar whose close may signal a new entry
-    while i < len(starts):
-        s = starts[i]
-        if s < free_from:  # in a position: jump to the first candidate after it
-            i = bisect.bisect_left(starts, free_from, i)
-            continue
-        risk, i = risk_of[i], i + 1
-        if at_close[i - 1] or not risk > 0:  # no entry into the next session; NaN: ATR warming up
-            continue
-        if not size_of[i - 1] >= 1:
-            skipped += 1
-            continue
-        shares = int(size_of[i - 1])
-        entry, last, timeout = s + 1, last_of[i - 1], timeout_of[i - 1]
-        if reason_of[i - 1]:
-            exit_index, exit_raw, reason = exit_of[i - 1], fill_of[i - 1], EXIT_REASONS[reason_of[i - 1] - 1]
-        elif intraday and last == session_end[entry]:
-            exit_index, exit_raw, reason = last, bars.close[last], "end_of_session"
-        elif timeout <= n - 1:
-            exit_index, exit_raw, reason = timeout, bars.open[timeout], "max_hold"
-        else:
-            exit_index, exit_raw, reason = n - 1, bars.close[n - 1], "end_of_data"
-        bars_held = (exit_index - entry) if reason == "max_hold" else (exit_index - entry + 1)
-        entry_fill = bars.open[entry] * (1 + side * slip)
-        exit_fill = exit_raw * (1 - side * slip)
-        gross = side * (exit_fill - entry_fill) * shares
-        net = gross - settings.commission
-        trades.append(
-            Trade(
-                symbol=bars.symbol,
-                side=side,
-                signal_ts=int(bars.ts[s]),
-                entry_ts=int(bars.ts[entry]),
-                exit_ts=int(bars.ts[exit_index]),
-                entry_price=float(entry_fill),
-                exit_price=float(exit_fill),
-                shares=shares,
-                stop=float(stops[i - 1]),
-                target=float(targets[i - 1]),
-                risk_per_share=float(risk),
-                gross_pnl=float(gross),
-                commission=settings.commission,
-                net_pnl=float(net),
-                r_multiple=float(net / (shares * risk)),
-                return_pct=float(net / (entry_fill * shares)),
-                bars_held=bars_held,
-                exit_reason=reason,
-            )
-        )
-        held += bars_held
-        free_from = exit_index
-    return Outcome(trades, window, held, skipped)
+    # Neither level reached: the session's end, the time-out or the end of the data.
+    unresolved = exits < 0
+    at_session_end = unresolved & (session_end[entries] == lasts) if intraday else np.zeros_like(unresolved)
+    timed_out = unresolved & ~at_session_end & (timeouts <= n - 1)
+    data_end = unresolved & ~at_session_end & ~timed_out
+    exits = np.where(at_session_end, lasts, np.where(timed_out, timeouts, np.where(data_end, n - 1, exits)))
+    fills = np.where(
+        at_session_end | data_end, bars.close[exits], np.where(timed_out, bars.open[exits], fills)
+    )
+    reasons = np.where(
+        at_session_end,
+        _END_OF_SESSION,
+        np.where(timed_out, _MAX_HOLD, np.where(data_end, _END_OF_DATA, reasons)),
+    )
+    taken = _one_at_a_time(candidates[affordable], exits[affordable])
+    held_from = np.flatnonzero(affordable)[taken]
+    skipped = _reached(candidates[enterable & ~affordable], candidates[held_from], exits[held_from])
+    trades = _trades(
+        bars, side, settings, held_from, entries, exits, fills, reasons, risks, sizes, stops, targets
+    )
+    return Outcome(trades, window, int(trades.bars_held.sum()), skipped)
+
+
+def _one_at_a_time(starts: np.ndarray, exits: np.ndarray) -> np.ndarray:
+    """Which of the candidates (bar indices ``starts``, ascending, each exiting at ``exits``) are taken
+    when a position must close before the next opens: the first one, then the first whose signal bar
+    is at or after the taken one's exit bar, and so on. Only the chain is walked in Python."""
+    following = np.searchsorted(starts, exits, side="left").tolist()
+    taken, i, count = [], 0, len(starts)
+    while i < count:
+        taken.append(i)
+        i = following[i]
+    return np.asarray(taken, np.int64)
+
+
+def _reached(signals: np.ndarray, starts: np.ndarray, exits: np.ndarray) -> int:
+    """How many of ``signals`` (bar indices) came while no position was open: those a trade taken
+    at ``starts`` (ascending) and closed at ``exits`` did not cover."""
+    if not len(starts):
+        return len(signals)
+    before = np.searchsorted(starts, signals, side="left") - 1
+    return int(np.count_nonzero((before < 0) | (signals >= exits[np.maximum(before, 0)])))
+
+
+def _trades(
+    bars: Bars,
+    side: int,
+    settings: Settings,
+    taken: np.ndarray,
+    entries: np.ndarray,
+    exits: np.ndarray,
+    fills: np.ndarray,
+    reasons: np.ndarray,
+    risks: np.ndarray,
+    sizes: np.ndarray,
+    stops: np.ndarray,
+    targets: np.ndarray,
+) -> Trades:
+    """The taken candidates' trades, their prices and P&L as the module docstring states them."""
+    slip = settings.slippage_bps / 10_000.0
+    entry, exit_index, reason = entries[taken], exits[taken], reasons[taken]
+    shares, risk = sizes[taken].astype(np.int64), risks[taken]
+    entry_fill = bars.open[entry] * (1 + side * slip)
+    exit_fill = fills[taken] * (1 - side * slip)
+    gross = side * (exit_fill - entry_fill) * shares
+    net = gross - settings.commission
+    count = len(taken)
+    return Trades(
+        symbol=np.full(count, bars.symbol),
+        side=np.full(count, side, np.int64),
+        signal_ts=bars.ts[entry - 1],
+        entry_ts=bars.ts[entry],
+        exit_ts=bars.ts[exit_index],
+        entry_price=entry_fill,
+        exit_price=exit_fill,
+        shares=shares,
+        stop=stops[taken],
+        target=targets[taken],
+        risk_per_share=risk,
+        gross_pnl=gross,
+        commission=np.full(count, settings.commission),
+        net_pnl=net,
+        r_multiple=net / (shares * risk),
+        return_pct=net / (entry_fill * shares),
+        bars_held=exit_index - entry + (reason != _MAX_HOLD),
+        exit_reason=reason.astype(np.int8),
+    )
 
 
 _EXIT_CELLS = 1 << 21  # candidates x bars compared at once (bounds memory for long holds)
@@ -220,10 +229,10 @@ def _exits(
     targets: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each candidate, the first bar in [entry, last] that reaches its stop or target, the fill
-    before slippage, and which (1 = stop, 2 = target, as in ``EXIT_REASONS``; 0 = neither). The
-    stop counts first when one bar reaches both; a bar that opens through a level fills at the open."""
+    before slippage, and which (``_STOP`` or ``_TARGET``; -1 and exit -1: neither). The stop counts
+    first when one bar reaches both; a bar that opens through a level fills at the open."""
     count = len(entries)
-    exits, fills, reasons = np.full(count, -1, np.int64), np.full(count, np.nan), np.zeros(count, np.int8)
+    exits, fills, reasons = np.full(count, -1, np.int64), np.full(count, np.nan), np.full(count, -1, np.int8)
     if count == 0:
         return exits, fills, reasons
     width = int((lasts - entries).max()) + 1
@@ -253,5 +262,5 @@ def _exits(
             stop_fill, target_fill = np.maximum(opens, stops[part]), np.minimum(opens, targets[part])
         exits[part] = np.where(by_stop | by_target, at, -1)
         fills[part] = np.where(by_stop, stop_fill, np.where(by_target, target_fill, np.nan))
-        reasons[part] = np.where(by_stop, 1, np.where(by_target, 2, 0))
+        reasons[part] = np.where(by_stop, _STOP, np.where(by_target, _TARGET, -1))
     return exits, fills, reasons

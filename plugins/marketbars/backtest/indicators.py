@@ -40,8 +40,8 @@ def prior_mean(values: np.ndarray, period: int) -> np.ndarray:
 def true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
     """max(high - low, |high - previous close|, |low - previous close|); the first bar's is high - low."""
     previous = np.concatenate(([np.nan], close[:-1]))
-    ranges = np.vstack((high - low, np.abs(high - previous), np.abs(low - previous)))
-    return np.asarray(np.nanmax(ranges, axis=0))
+    # fmax ignores the first bar's NaN, as nanmax would, without stacking three copies.
+    return np.asarray(np.fmax(np.fmax(high - low, np.abs(high - previous)), np.abs(low - previous)))
 
 
 def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int) -> np.ndarray:

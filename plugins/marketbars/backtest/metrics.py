@@ -15,12 +15,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from marketbars.backtest.engine import Trade
+from marketbars.backtest.trades import Trades
 
 FIELDS = (
     "trades",
@@ -44,20 +43,13 @@ FIELDS = (
 )
 
 
-def trade_order(trade: Trade) -> tuple[int, str, int]:
-    """The order statistics see trades in (exit time, symbol, entry time): the drawdown follows
-    realised equity, and sums added in one order are bit-for-bit reproducible, wherever the trades
-    were computed. ``warehouse.backtests`` reads stored trades back in this order."""
-    return (trade.exit_ts, trade.symbol, trade.entry_ts)
-
-
-def summarize(trades: Sequence[Trade], *, capital: float, bars: int, bars_in_position: int) -> dict[str, Any]:
-    """Statistics of trades in any order (they are put in ``trade_order`` first)."""
-    ordered = sorted(trades, key=trade_order)
+def summarize(trades: Trades, *, capital: float, bars: int, bars_in_position: int) -> dict[str, Any]:
+    """Statistics of trades in any order (they are put in ``Trades.in_trade_order`` first)."""
+    ordered = trades.in_trade_order()
     return summarize_columns(
-        np.array([t.net_pnl for t in ordered], dtype=np.float64),
-        np.array([t.return_pct for t in ordered], dtype=np.float64),
-        np.array([t.r_multiple for t in ordered], dtype=np.float64),
+        ordered.net_pnl,
+        ordered.return_pct,
+        ordered.r_multiple,
         capital=capital,
         bars=bars,
         bars_in_position=bars_in_position,
@@ -73,7 +65,7 @@ def summarize_columns(
     bars: int,
     bars_in_position: int,
 ) -> dict[str, Any]:
-    """Statistics of trades given as columns already in ``trade_order``: net P&L, return and
+    """Statistics of trades given as columns already in ``Trades.in_trade_order``: net P&L, return and
     R-multiple. Trades combined from several batches give exactly the one-batch figures."""
     wins, losses = pnl[pnl > 0], pnl[pnl < 0]
     gross_profit, gross_loss = float(wins.sum()), float(abs(losses.sum()))

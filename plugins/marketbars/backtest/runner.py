@@ -17,7 +17,8 @@ import numpy as np
 from marketbars.backtest import metrics
 from marketbars.backtest.bars import TIMEFRAME_MINUTES, Bars
 from marketbars.backtest.detectors import Detector
-from marketbars.backtest.engine import Settings, Trade, simulate
+from marketbars.backtest.engine import Settings, simulate
+from marketbars.backtest.trades import Trades
 from marketbars.market.calendar import CALENDAR_START, sessions_between
 from marketbars.market.symbols import ALL_SYMBOLS
 
@@ -27,7 +28,7 @@ TIMEFRAMES = tuple(TIMEFRAME_MINUTES)
 @dataclass
 class DetectorResult:
     detector: str
-    trades: list[Trade] = field(default_factory=list)
+    trades: Trades = field(default_factory=Trades.empty)
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # symbol (and ALL) -> statistics
     notes: dict[str, str] = field(default_factory=dict)  # symbol -> why the detector did not run on it
 
@@ -81,7 +82,7 @@ def run_symbols(
     """Signals from ``start`` on (earlier bars are warm-up), trades and statistics per symbol
     (no all-symbol row: ``overall`` makes it from every batch's trades). A symbol the detector does
     not apply to, or without bars in the range, gets a note instead of statistics."""
-    result = DetectorResult(detector.name)
+    result, parts = DetectorResult(detector.name), []
     for symbol in sorted(bars_by_symbol):
         bars = bars_by_symbol[symbol]
         why_not = detector.applies_to(asset_classes.get(symbol, "stocks"), timeframe)
@@ -91,7 +92,7 @@ def run_symbols(
             continue
         signals = detector.signals(bars, params)
         outcome = simulate(bars, signals, detector.side, settings, start=first, intraday=detector.intraday)
-        result.trades += outcome.trades
+        parts.append(outcome.trades)
         result.metrics[symbol] = metrics.summarize(
             outcome.trades,
             capital=settings.capital,
@@ -102,7 +103,11 @@ def run_symbols(
             "bars_in_position": outcome.bars_in_position,
             "skipped_signals": outcome.skipped_signals,
         }
+    result.trades = Trades.concat(parts)
     return result
+
+
+NO_COUNTS = {"symbols": 0, "bars": 0, "bars_in_position": 0, "skipped_signals": 0}  # traded nowhere
 
 
 def overall_counts(per_symbol: Iterable[Mapping[str, Any]]) -> dict[str, int]:
@@ -116,16 +121,10 @@ def overall_counts(per_symbol: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     }
 
 
-def overall(trades: Sequence[Trade], counts: Mapping[str, int], settings: Settings) -> dict[str, Any]:
+def overall(trades: Trades, counts: Mapping[str, int], settings: Settings) -> dict[str, Any]:
     """The all-symbol row: statistics of every trade against the capital of every symbol traded."""
-    ordered = sorted(trades, key=metrics.trade_order)
-    return overall_columns(
-        np.array([t.net_pnl for t in ordered], dtype=np.float64),
-        np.array([t.return_pct for t in ordered], dtype=np.float64),
-        np.array([t.r_multiple for t in ordered], dtype=np.float64),
-        counts,
-        settings,
-    )
+    ordered = trades.in_trade_order()
+    return overall_columns(ordered.net_pnl, ordered.return_pct, ordered.r_multiple, counts, settings)
 
 
 def overall_columns(
@@ -135,7 +134,7 @@ def overall_columns(
     counts: Mapping[str, int],
     settings: Settings,
 ) -> dict[str, Any]:
-    """``overall`` from trade columns already in ``metrics.trade_order`` (as the tables give them back
+    """``overall`` from trade columns already in ``Trades.in_trade_order`` (as the tables give them back
     after every batch wrote its own): the same figures, bit for bit."""
     capital = settings.capital * max(counts["symbols"], 1)
     return metrics.summarize_columns(
@@ -159,14 +158,15 @@ def run_detector(
 ) -> DetectorResult:
     """One detector over every batch of symbols, with the all-symbol row: what one task computes
     when it holds everything (the reference the batched run must equal, and the bench's baseline)."""
-    result = DetectorResult(detector.name)
+    result, parts = DetectorResult(detector.name), []
     for batch in batches:
         part = run_symbols(detector, params, settings, batch, asset_classes, timeframe, start)
-        result.trades += part.trades
+        parts.append(part.trades)
         result.metrics |= part.metrics
         result.notes |= part.notes
     for symbol in sorted(set(asset_classes) - set(result.metrics) - set(result.notes)):
         result.notes[symbol] = detector.applies_to(asset_classes[symbol], timeframe) or "no bars in the range"
+    result.trades = Trades.concat(parts)
     # Always an all-symbol row, so a detector that traded nowhere still shows (and is flagged).
     result.metrics[ALL_SYMBOLS] = overall(result.trades, overall_counts(result.metrics.values()), settings)
     return result

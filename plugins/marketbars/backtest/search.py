@@ -20,7 +20,8 @@ import numpy as np
 
 from marketbars.backtest.bars import Bars
 from marketbars.backtest.detectors import Detector
-from marketbars.backtest.engine import Settings, Trade, simulate
+from marketbars.backtest.engine import Settings, simulate
+from marketbars.backtest.trades import Trades
 
 MAX_POINTS = 500  # one search's points, whatever it asks for
 # In-sample expectancy this many times the out-of-sample one (or an out-of-sample loss) is a wide
@@ -44,12 +45,12 @@ class Tally:
     sum_pnl: float = 0.0
 
     @classmethod
-    def of(cls, trades: Sequence[Trade]) -> Tally:
+    def of(cls, trades: Trades) -> Tally:
         return cls(
             len(trades),
-            sum(1 for t in trades if t.net_pnl > 0),
-            float(sum(t.r_multiple for t in trades)),
-            float(sum(t.net_pnl for t in trades)),
+            int(np.count_nonzero(trades.net_pnl > 0)),
+            float(trades.r_multiple.sum()),
+            float(trades.net_pnl.sum()),
         )
 
     def __add__(self, other: Tally) -> Tally:

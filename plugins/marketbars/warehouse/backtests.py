@@ -6,13 +6,10 @@ exactly one copy of them.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,17 +18,15 @@ from psycopg import sql
 
 from marketbars.backtest import bars as bars_module
 from marketbars.backtest.bars import Bars
-from marketbars.backtest.engine import Trade
 from marketbars.backtest.metrics import FIELDS
 from marketbars.backtest.runner import DetectorResult
 from marketbars.backtest.search import Tally
+from marketbars.backtest.trades import EXIT_REASONS, Trade, Trades, repeated, to_arrow
 from marketbars.market.calendar import day_window
 from marketbars.market.symbols import ALL_SYMBOLS
 from marketbars.warehouse.connection import Connection, Cursor
 from marketbars.warehouse.copy import copy_in_table
 
-_UTC_TEXT = """to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS {c}"""
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 RESULT_TABLES = (sql.Identifier("market", "backtest_metrics"), sql.Identifier("market", "backtest_trades"))
 METRIC_COLUMNS = ("detector", "symbol", *FIELDS, "bars", "bars_in_position", "skipped_signals")
 TRADE_COLUMNS = (
@@ -232,6 +227,17 @@ def replace_batch_results(
     attempt left for these symbols, atomically (a retry or a cleared task leaves one copy)."""
     done = list(results)
     with conn.transaction(), conn.cursor() as cur:
+        # The run's row stays until this commits (as a foreign key would hold it, once per batch
+        # rather than once per trade: see migration 0012).
+        if (
+            cur.execute(
+                "SELECT 1 FROM market.backtest_runs WHERE run_id = %s FOR KEY SHARE", (run_id,)
+            ).fetchone()
+            is None
+        ):
+            raise LookupError(
+                f"backtest run {run_id!r} is not in market.backtest_runs: nothing to attach results to"
+            )
         for table in RESULT_TABLES:
             cur.execute(
                 sql.SQL("DELETE FROM {} WHERE run_id = %s AND symbol = ANY(%s)").format(table),
@@ -261,96 +267,78 @@ def _write_metrics(
                 copy.write_row((run_id, detector, symbol, *(values[name] for name in METRIC_COLUMNS[2:])))
 
 
-_TRADE_FIELDS = TRADE_COLUMNS[1:]  # a Trade's own attributes, in the table's order
-_TRADE_TYPES: dict[str, pa.DataType] = {
-    "symbol": pa.string(),
-    **dict.fromkeys(("entry_ts", "signal_ts", "exit_ts"), pa.timestamp("us", tz="UTC")),
-    "side": pa.int16(),
-    "shares": pa.int64(),
-    "bars_held": pa.int32(),
-    "exit_reason": pa.string(),
-}
-
-
-def _trade_table(run_id: str, by_detector: Sequence[tuple[str, Sequence[Trade]]]) -> pa.Table:
+def _trade_table(run_id: str, by_detector: Sequence[tuple[str, Trades]]) -> pa.Table:
     """Several detectors' trades as the table's columns, COPYed in binary in one go."""
-    read = attrgetter(*_TRADE_FIELDS)
-    values = [read(t) for _, trades in by_detector for t in trades]
-    columns = dict(zip(_TRADE_FIELDS, zip(*values, strict=True), strict=True))
-    count = len(values)
-    arrays: dict[str, pa.Array] = {
-        "run_id": pa.array([run_id] * count, pa.string()),
-        "detector": pa.array([d for d, trades in by_detector for _ in trades], pa.string()),
-    }
-    for name in _TRADE_FIELDS:
-        kind = _TRADE_TYPES.get(name, pa.float64())
-        if pa.types.is_timestamp(kind):
-            arrays[name] = pa.array(columns[name], pa.int64()).cast(kind)
-        else:
-            arrays[name] = pa.array(columns[name], kind)
-    return pa.table(arrays)
+    trades = Trades.concat([t for _, t in by_detector])
+    return pa.table(
+        {
+            "run_id": repeated(run_id, len(trades)),
+            "detector": pa.concat_arrays([repeated(d, len(t)) for d, t in by_detector]),
+            **to_arrow(trades),
+        }
+    )
 
 
-@dataclass(frozen=True)
-class DetectorTrades:
-    """A detector's trades over the whole run as columns, in ``metrics.trade_order``, with the exact
-    counts of the symbols it traded: everything its all-symbol row is made of."""
-
-    exit_ts: np.ndarray  # epoch microseconds
-    net_pnl: np.ndarray
-    return_pct: np.ndarray
-    r_multiple: np.ndarray
-    counts: dict[str, int]
-
-    @classmethod
-    def none(cls) -> DetectorTrades:
-        """A detector that traded on no symbol."""
-        zero = {"symbols": 0, "bars": 0, "bars_in_position": 0, "skipped_signals": 0}
-        return cls(np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0), counts=zero)
-
-
-_TRADE_ORDER = 'exit_ts, symbol COLLATE "C", entry_ts'  # metrics.trade_order, bytewise like Python
+_INTEGERS = frozenset({"side", "signal_ts", "entry_ts", "exit_ts", "shares", "bars_held"})
+_EPOCH_US = "int8send((date_part('epoch', {c}) * 1000000)::bigint)"
 _PACKED_TRADES = sql.SQL(
-    f"""SELECT detector,
-               string_agg(int8send((date_part('epoch', exit_ts) * 1000000)::bigint), ''
-                          ORDER BY {_TRADE_ORDER}),
-               string_agg(float8send(net_pnl), '' ORDER BY {_TRADE_ORDER}),
-               string_agg(float8send(return_pct), '' ORDER BY {_TRADE_ORDER}),
-               string_agg(float8send(r_multiple), '' ORDER BY {_TRADE_ORDER})
-        FROM market.backtest_trades WHERE run_id = %s GROUP BY detector"""
-)
-
-
-def detector_trades(conn: Connection, run_id: str) -> dict[str, DetectorTrades]:
-    """Every detector's trades and counts, read back from the tables in bulk: one row per detector of
-    packed binary columns (as ``read_bars`` reads bars), in ``metrics.trade_order``."""
-    packed = {
-        str(detector): (
-            np.frombuffer(exit_ts, ">i8").astype(np.int64),
-            *(np.frombuffer(column, ">f8").astype(np.float64) for column in floats),
+    "SELECT {} FROM market.backtest_trades WHERE run_id = %s AND detector = %s"
+).format(
+    sql.SQL(", ").join(
+        sql.SQL("string_agg({}, {})").format(
+            sql.SQL(
+                "{c}" if name in ("symbol", "exit_reason")
+                else _EPOCH_US if name.endswith("_ts")
+                else "int8send({c}::bigint)" if name in ("side", "shares", "bars_held")
+                else "float8send({c})"
+            ).format(c=sql.Identifier(name)),
+            sql.Literal("\n" if name in ("symbol", "exit_reason") else b""),
         )
-        for detector, exit_ts, *floats in conn.execute(_PACKED_TRADES, (run_id,)).fetchall()
-    }
-    counts = conn.execute(
+        for name in Trade._fields
+    )
+)  # fmt: skip
+
+
+def detector_trades(conn: Connection, run_id: str, detector: str) -> Trades:
+    """One detector's stored trades over the whole run, in ``Trades.in_trade_order``, read in bulk: one
+    row of packed binary columns (as ``read_bars`` reads bars), the text ones newline-separated. The
+    columns are packed in one pass, so in one (any) row order; the order is made here, in numpy,
+    cheaper than a sort on the server."""
+    row = conn.execute(_PACKED_TRADES, (run_id, detector)).fetchone()
+    if row is None or row[0] is None:
+        return Trades.empty()
+    columns: dict[str, np.ndarray] = {}
+    for name, packed in zip(Trade._fields, row, strict=True):
+        if name == "symbol":
+            columns[name] = np.asarray(packed.split("\n"), str)
+        elif name == "exit_reason":
+            codes = {reason: code for code, reason in enumerate(EXIT_REASONS)}
+            columns[name] = np.asarray([codes[r] for r in packed.split("\n")], np.int8)
+        else:
+            columns[name] = np.frombuffer(packed, ">i8" if name in _INTEGERS else ">f8").astype(
+                np.int64 if name in _INTEGERS else np.float64
+            )
+    return Trades(**columns).in_trade_order()
+
+
+def trade_counts(conn: Connection, run_id: str) -> dict[str, dict[str, int]]:
+    """Per detector, the exact counts its all-symbol row is made of: the symbols it traded (its
+    per-symbol rows), their bars, bars in a position and skipped signals, summed over every batch."""
+    rows = conn.execute(
         """SELECT detector, count(*), coalesce(sum(bars), 0), coalesce(sum(bars_in_position), 0),
                   coalesce(sum(skipped_signals), 0)
            FROM market.backtest_metrics WHERE run_id = %s AND symbol <> %s GROUP BY detector""",
         (run_id, ALL_SYMBOLS),
     ).fetchall()
-    out: dict[str, DetectorTrades] = {}
-    for detector, symbols, bars, held, skipped in counts:
-        tally = {
+    return {
+        str(detector): {
             "symbols": int(symbols),
             "bars": int(bars),
             "bars_in_position": int(held),
             "skipped_signals": int(skipped),
         }
-        if str(detector) in packed:
-            exit_ts, net_pnl, return_pct, r_multiple = packed[str(detector)]
-            out[str(detector)] = DetectorTrades(exit_ts, net_pnl, return_pct, r_multiple, counts=tally)
-        else:
-            out[str(detector)] = dataclasses.replace(DetectorTrades.none(), counts=tally)
-    return out
+        for detector, symbols, bars, held, skipped in rows
+    }
 
 
 def finish_run(conn: Connection, run_id: str, status: str) -> None:
@@ -368,26 +356,6 @@ def metrics_of(conn: Connection, run_id: str) -> list[dict[str, Any]]:
         (run_id,),
     )
     return [dict(zip(METRIC_COLUMNS, row, strict=True)) for row in cur.fetchall()]
-
-
-def write_trades_csv(conn: Connection, run_id: str, path: Path) -> int:
-    """Every trade of the run as CSV with a header, timestamps in UTC ISO 8601; returns the rows."""
-    columns = sql.SQL(", ").join(
-        sql.SQL(_UTC_TEXT).format(c=sql.Identifier(c)) if c.endswith("_ts") else sql.Identifier(c)
-        for c in TRADE_COLUMNS
-    )
-    rows = 0
-    with conn.cursor() as cur, path.open("wb") as out:
-        cur.execute("SET extra_float_digits = 1")
-        statement = sql.SQL(
-            "COPY (SELECT {} FROM market.backtest_trades WHERE run_id = %s"
-            " ORDER BY detector, symbol, entry_ts) TO STDOUT (FORMAT CSV, HEADER)"
-        ).format(columns)
-        with cur.copy(statement, (run_id,)) as copy:
-            for block in copy:
-                out.write(block)
-                rows += bytes(block).count(b"\n")
-    return max(rows - 1, 0)
 
 
 def _copy_in(table: str, columns: Sequence[str]) -> sql.Composed:

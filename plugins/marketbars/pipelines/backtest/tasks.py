@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -227,11 +227,10 @@ def report_and_rank(
         run = backtests.run_row(conn, run_id)
         folder = Path(run["report_dir"])
         folder.mkdir(parents=True, exist_ok=True)
-        _combine(conn, run, folder)
+        trades = _combine(conn, run, folder)
         searched = _judge_search(conn, run, folder)
         fresh = backtests.freshness(conn, run_id)
         rows = backtests.metrics_of(conn, run_id)
-        trades = backtests.write_trades_csv(conn, run_id, folder / "trades.csv")
     ranked = report.rank(rows, thresholds)
     report.write_metrics_csv(folder / "metrics.csv", rows, backtests.METRIC_COLUMNS)
     summary = {
@@ -262,7 +261,7 @@ def report_and_rank(
         "files": [
             "summary.json",
             "metrics.csv",
-            "trades.csv",
+            "trades.parquet",
             "equity.png",
             *(["search.json", "search_heatmap.png"] if searched else []),
         ],
@@ -299,26 +298,52 @@ def report_and_rank(
     return {"report_dir": str(folder), "detectors": len(ranked), "flagged": len(flagged), "trades": trades}
 
 
-def _combine(conn: Any, run: Mapping[str, Any], folder: Path) -> None:
+def _combine(conn: Any, run: Mapping[str, Any], folder: Path) -> int:
     """Each detector's all-symbol row from every batch's stored trades and exact counts (never an
-    average of batch figures), and the run's one equity figure."""
+    average of batch figures), ``trades.parquet`` and the run's one equity figure. One detector's
+    trades are in hand at a time while the next one's are read (on a connection of their own).
+    Returns the trades written."""
     from marketbars.backtest import report, runner
     from marketbars.backtest.engine import Settings
     from marketbars.warehouse import backtests
+    from marketbars.warehouse.hook import WarehouseHook
 
     settings = Settings(**run["settings"])
-    stored = backtests.detector_trades(conn, run["run_id"])
+    counts = backtests.trade_counts(conn, run["run_id"])
     rows, curves, capitals = {}, {}, {}
-    for detector in run["detectors"]:
-        part = stored.get(detector, backtests.DetectorTrades.none())
-        rows[detector] = runner.overall_columns(
-            part.net_pnl, part.return_pct, part.r_multiple, part.counts, settings
+    with (
+        WarehouseHook().connect() as reading,
+        report.TradesFile(folder / "trades.parquet") as trades_file,
+    ):
+        stored = _read_ahead(
+            lambda detector: backtests.detector_trades(reading, run["run_id"], detector), run["detectors"]
         )
-        curves[detector] = (part.exit_ts, part.net_pnl)
-        capitals[detector] = settings.capital * max(part.counts["symbols"], 1)
+        for detector, trades in stored:
+            trades_file.write(detector, trades)
+            tally = counts.get(detector, runner.NO_COUNTS)
+            rows[detector] = runner.overall_columns(
+                trades.net_pnl, trades.return_pct, trades.r_multiple, tally, settings
+            )
+            curves[detector] = (trades.exit_ts, trades.net_pnl)
+            capitals[detector] = settings.capital * max(tally["symbols"], 1)
     backtests.replace_overall(conn, run["run_id"], rows)
     subtitle = f"{run['timeframe']} {run['start_date']}..{run['end_date']}, adjustment {run['adjustment']}"
     report.equity_figure(folder / "equity.png", curves, capitals, subtitle)
+    return trades_file.rows
+
+
+def _read_ahead(read: Callable[[str], T], keys: Sequence[str]) -> Iterator[tuple[str, T]]:
+    """``read(key)`` for each key in order, the next one read in a thread while the caller works on
+    this one (the database's work and the caller's overlap; at most two results are in memory)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
+        pending = pool.submit(read, keys[0]) if keys else None
+        for i, key in enumerate(keys):
+            assert pending is not None
+            result = pending.result()
+            pending = pool.submit(read, keys[i + 1]) if i + 1 < len(keys) else None
+            yield key, result
 
 
 def _search_start(spec: Any, name: str, points: Sequence[Mapping[str, float]]) -> dt.date:
