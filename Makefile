@@ -49,6 +49,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.flatfile_load
 	$(BIN)/python -m bench.backtest
+	$(BIN)/python -m bench.backtest_universe
+	$(BIN)/python -m bench.backtest_search
 	$(BIN)/python -m bench.adjusted_reads
 
 ## Re-resolve and lock every transitive version (run after editing a requirements file).

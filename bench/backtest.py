@@ -57,6 +57,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import task_processes
+
 ROOT = Path(__file__).resolve().parents[1]
 END = dt.date(2024, 7, 12)
 INDEX = "I:SPX"
@@ -326,15 +328,6 @@ def _bar_counts(conn) -> dict[str, int]:
 # ---------------------------------------------------------------- child processes (one scenario each)
 
 
-def _memory_mb(field: str) -> float:
-    """VmHWM (peak) or VmRSS (now) of this process. Not ru_maxrss: Linux carries it across
-    fork+exec, so a child would report its parent's peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def _child_project(job: dict[str, Any]) -> dict[str, Any]:
     """What the DAG's tasks do, with psycopg connections instead of Airflow's: ``start_run`` (the
     plan task), then per batch of symbols (``rules.symbol_batches``) a fresh connection, the spec
@@ -354,7 +347,7 @@ def _child_project(job: dict[str, Any]) -> dict[str, Any]:
 
     conninfo = os.environ[PG_ENV]
     spec, folder = _fresh_run(job, conninfo, job["run_id"])
-    rss_at_start = _memory_mb("VmRSS")
+    rss_at_start = task_processes.memory_mb("VmRSS")
     phases = dict.fromkeys(PHASES, 0.0)
     started = time.perf_counter()
     settings = Settings(**spec.settings)
@@ -393,15 +386,18 @@ def _child_project(job: dict[str, Any]) -> dict[str, Any]:
         trades += sum(len(r.trades) for r in results)
     combining = time.perf_counter()
     with psycopg.connect(conninfo, autocommit=True) as conn:  # the report task's combination
-        stored_trades = backtests.detector_trades(conn, spec.run_id)
+        counts = backtests.trade_counts(conn, spec.run_id)
         rows, curves, capitals = {}, {}, {}
         for name in spec.detectors:
-            part = stored_trades.get(name, backtests.DetectorTrades.none())
+            part, tally = (
+                backtests.detector_trades(conn, spec.run_id, name),
+                counts.get(name, runner.NO_COUNTS),
+            )
             rows[name] = runner.overall_columns(
-                part.net_pnl, part.return_pct, part.r_multiple, part.counts, settings
+                part.net_pnl, part.return_pct, part.r_multiple, tally, settings
             )
             curves[name] = (part.exit_ts, part.net_pnl)
-            capitals[name] = settings.capital * max(part.counts["symbols"], 1)
+            capitals[name] = settings.capital * max(tally["symbols"], 1)
         backtests.replace_overall(conn, spec.run_id, rows)
     drawing = time.perf_counter()
     phases["combine"] += drawing - combining
@@ -416,7 +412,7 @@ def _child_project(job: dict[str, Any]) -> dict[str, Any]:
         "batches": len(batches),
         "phases": phases,
         "rss_start_mb": rss_at_start,
-        "peak_rss_mb": _memory_mb("VmHWM"),
+        "peak_rss_mb": task_processes.memory_mb("VmHWM"),
     }
 
 
@@ -436,7 +432,7 @@ def _child_today(job: dict[str, Any]) -> dict[str, Any]:
 
     conninfo = os.environ[PG_ENV]
     runs = {name: _fresh_run(job, conninfo, f"{job['run_id']}-{name}") for name in detectors.REGISTRY}
-    rss_at_start = _memory_mb("VmRSS")
+    rss_at_start = task_processes.memory_mb("VmRSS")
     started = time.perf_counter()
     with psycopg.connect(conninfo, autocommit=True) as conn:  # the plan task
         for spec, folder in runs.values():
@@ -485,20 +481,21 @@ def _child_today(job: dict[str, Any]) -> dict[str, Any]:
         "bars": bars_read,
         "trades": trades,
         "rss_start_mb": rss_at_start,
-        "peak_rss_mb": _memory_mb("VmHWM"),
+        "peak_rss_mb": task_processes.memory_mb("VmHWM"),
     }
 
 
-def _old_equity_png(path: Path, detector: str, trades: Sequence[Any], capital: float) -> None:
+def _old_equity_png(path: Path, detector: str, trades: Any, capital: float) -> None:
     """The replaced design's per-detector figure: realised equity over time, its drawdown below."""
     import numpy as np
     from matplotlib.figure import Figure
 
-    from marketbars.backtest.metrics import equity_curve, trade_order
+    from marketbars.backtest.metrics import equity_curve
 
-    ordered = sorted(trades, key=trade_order)
-    times = [dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=t.exit_ts) for t in ordered]
-    equity = equity_curve(np.array([t.net_pnl for t in ordered], dtype=np.float64), capital)[1:]
+    ordered = trades.in_trade_order()
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    times = [epoch + dt.timedelta(microseconds=t) for t in ordered.exit_ts.tolist()]
+    equity = equity_curve(ordered.net_pnl, capital)[1:]
     figure = Figure(figsize=(9, 5), layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     if times:
@@ -556,7 +553,7 @@ def _child_baseline(job: dict[str, Any]) -> dict[str, Any]:
     first = runner.warmup_start(start, "1m", runner.history_bars(detector, params, settings))
     symbols = runner.eligible(detector, job["symbols"], "1m")
     window_start, window_end = day_window(first)[0], day_window(end)[1]
-    rss_at_start = _memory_mb("VmRSS")
+    rss_at_start = task_processes.memory_mb("VmRSS")
     started = time.perf_counter()
     with psycopg.connect(os.environ[PG_ENV], autocommit=True) as conn:
         rows = conn.execute(
@@ -578,7 +575,7 @@ def _child_baseline(job: dict[str, Any]) -> dict[str, Any]:
             for t in trades
         ],
         "rss_start_mb": rss_at_start,
-        "peak_rss_mb": _memory_mb("VmHWM"),
+        "peak_rss_mb": task_processes.memory_mb("VmHWM"),
     }
 
 
@@ -600,8 +597,6 @@ def _run_child(job: dict[str, Any], conninfo: str) -> dict[str, Any]:
 def _engine_trades(conninfo: str, run_id: str) -> list[dict[str, Any]]:
     import psycopg
 
-    from marketbars.warehouse.backtests import EPOCH
-
     with psycopg.connect(conninfo, autocommit=True) as conn:
         rows = conn.execute(
             """SELECT symbol, entry_ts, exit_ts, entry_price, exit_price, shares, net_pnl, exit_reason
@@ -612,7 +607,7 @@ def _engine_trades(conninfo: str, run_id: str) -> list[dict[str, Any]]:
     trades = [dict(zip(names, row, strict=True)) for row in rows]
     for t in trades:
         for key in ("entry_ts", "exit_ts"):
-            t[key] = (t[key] - EPOCH) // dt.timedelta(microseconds=1)
+            t[key] = (t[key] - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
     return trades
 
 

@@ -7,9 +7,9 @@ of 2024 of 1m bars, loaded once) and builds the first ``--symbols`` stocks' 5m b
 (``rebuild_rollups``, as the load operators do). Then one ``backtest_run`` of ``breakout_bullish``
 on 5m bars with a search of 100 grid points (``lookback`` 10 values x ``volume_multiple`` 10
 values) over 3 walk-forward folds, the way Airflow runs it: ``plan``, ``run_batch`` and
-``plan_search`` in this process, every ``search_batch`` instance in a process of its own,
-``--workers`` at a time, then ``report_and_rank``. It prints the search's time and points per
-second, and the verdict's head.
+``plan_search`` in this process, every ``search_batch`` instance in a process of its own
+(``bench.task_processes``), ``--workers`` at a time, then ``report_and_rank``. It prints the
+search's time and points per second, and the verdict's head.
 """
 
 from __future__ import annotations
@@ -18,16 +18,14 @@ import argparse
 import datetime as dt
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from bench import backtest_universe as universe
+from bench import task_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOKBACKS = [5, 10, 15, 20, 25, 30, 40, 50, 60, 80]
@@ -40,31 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--symbols", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--task", help=argparse.SUPPRESS)
     return parser
-
-
-def _run_task(spec: str) -> None:
-    from marketbars.pipelines.backtest import tasks
-
-    job = json.loads(spec)
-    started = time.perf_counter()
-    result = tasks.search_batch(job["symbols"], job["points"], job["run_id"])
-    seconds = time.perf_counter() - started
-    print("RESULT " + json.dumps(result | {"seconds": seconds, "rss": universe._memory_mb("VmHWM")}))
-
-
-def _instance(job: dict[str, Any]) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.backtest_search", "--task", json.dumps(job)],
-        cwd=ROOT, env=os.environ, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if out.returncode != 0 or line is None:
-        sys.stderr.write(out.stderr[-4000:])
-        sys.exit(f"search_batch {job['points'][0]}.. failed (exit {out.returncode})")
-    result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
-    return result
 
 
 def _with_rollups(db: Any, symbols: list[str], days: list[dt.date]) -> None:
@@ -89,9 +63,6 @@ def _with_rollups(db: Any, symbols: list[str], days: list[dt.date]) -> None:
 
 def main() -> None:
     args = _parser().parse_args()
-    if args.task:
-        _run_task(args.task)
-        return
     scale = argparse.Namespace(symbols=max(args.symbols, 200), sessions=252, workers=args.workers)
     window, days = universe._window(scale)
     everyone = [f"U{i:03d}" for i in range(scale.symbols)]
@@ -99,7 +70,12 @@ def main() -> None:
     symbols = everyone[: args.symbols]
     _with_rollups(db, symbols, days)
     os.environ["AIRFLOW_CONN_MARKET_DB"] = json.dumps(db.airflow_connection())
-    os.environ["AIRFLOW_VAR_MARKET_BACKTEST_REPORTS_DIR"] = tempfile.mkdtemp(prefix="bench-search-")
+    with tempfile.TemporaryDirectory(prefix="bench-search-") as reports:
+        os.environ["AIRFLOW_VAR_MARKET_BACKTEST_REPORTS_DIR"] = reports
+        _measure(args, window, symbols)
+
+
+def _measure(args: argparse.Namespace, window: list[dt.date], symbols: list[str]) -> None:
     params = universe._params(symbols, window) | {
         "timeframe": "5m",
         "detectors": ["breakout_bullish"],
@@ -117,8 +93,9 @@ def main() -> None:
     results = [tasks.run_batch(b["symbols"], run.run_id) for b in planned]
     started = time.perf_counter()
     work = tasks.plan_search(planned, run.run_id)
-    with ThreadPoolExecutor(max_workers=args.workers) as pool:
-        searched = list(pool.map(_instance, [w | {"run_id": run.run_id} for w in work]))
+    searched = task_processes.run(
+        tasks.search_batch, [w | {"run_id": run.run_id} for w in work], args.workers
+    )
     searching = time.perf_counter()
     report = tasks.report_and_rank(params, run.run_id, planned, results, work, searched)
     finished = time.perf_counter()

@@ -9,10 +9,11 @@ MARKETBARS_PG_URL). Then it runs one backtest of every detector on 1m bars the w
 
 * ``marketbars.pipelines.backtest.tasks.plan`` (validate, record the run, the data version, the
   batches sized by bars);
-* ``tasks.run_batch`` for each batch, each in a process of its own (as a task runs), ``--workers``
-  at a time (the DAG's ``max_active_tis_per_dagrun``); each reports its own peak RSS (VmHWM);
+* ``tasks.run_batch`` for each batch, each in a process of its own forked from one with Airflow
+  loaded (``bench.task_processes``, as a worker runs a task), ``--workers`` at a time (the DAG's
+  ``max_active_tis_per_dagrun``); each reports its own peak RSS (VmHWM);
 * ``tasks.report_and_rank`` (the all-symbol rows combined from every stored trade, the figure,
-  summary.json, metrics.csv and trades.csv).
+  summary.json, metrics.csv and trades.parquet).
 
 The connection is ``AIRFLOW_CONN_MARKET_DB`` and the report folder an ``AIRFLOW_VAR_``, as a
 deployment sets them. Targets: under 60 s end to end, and at most 1 GB peak RSS per task.
@@ -24,14 +25,14 @@ import argparse
 import datetime as dt
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+from bench import task_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 END = dt.date(2024, 12, 31)
@@ -47,28 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--symbols", type=int, default=200)
     parser.add_argument("--sessions", type=int, default=252)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--task", help=argparse.SUPPRESS)
     return parser
-
-
-def _memory_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _run_task(spec: str) -> None:
-    """A child: one ``run_batch`` task, its seconds and peak RSS on stdout."""
-    from marketbars.pipelines.backtest import tasks
-
-    job = json.loads(spec)
-    started = time.perf_counter()
-    result = tasks.run_batch(job["symbols"], job["run_id"])
-    print(
-        "RESULT "
-        + json.dumps(result | {"seconds": time.perf_counter() - started, "rss": _memory_mb("VmHWM")})
-    )
 
 
 def _window(args: argparse.Namespace) -> tuple[list[dt.date], list[dt.date]]:
@@ -156,29 +136,18 @@ def _params(symbols: list[str], window: list[dt.date]) -> dict[str, Any]:
     }
 
 
-def _batch(job: dict[str, Any]) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.backtest_universe", "--task", json.dumps(job)],
-        cwd=ROOT, env=os.environ, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if out.returncode != 0 or line is None:
-        sys.stderr.write(out.stderr[-4000:])
-        sys.exit(f"run_batch {job['symbols'][0]}.. failed (exit {out.returncode})")
-    result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
-    return result
-
-
 def main() -> None:
     args = _parser().parse_args()
-    if args.task:
-        _run_task(args.task)
-        return
     window, days = _window(args)
     symbols = [f"U{i:03d}" for i in range(args.symbols)]
     db = _database(args, symbols, days)
     os.environ["AIRFLOW_CONN_MARKET_DB"] = json.dumps(db.airflow_connection())
-    os.environ["AIRFLOW_VAR_MARKET_BACKTEST_REPORTS_DIR"] = tempfile.mkdtemp(prefix="bench-universe-")
+    with tempfile.TemporaryDirectory(prefix="bench-universe-") as reports:  # 190 MB of trades a run
+        os.environ["AIRFLOW_VAR_MARKET_BACKTEST_REPORTS_DIR"] = reports
+        _measure(args, db, symbols, window)
+
+
+def _measure(args: argparse.Namespace, db: Any, symbols: list[str], window: list[dt.date]) -> None:
     params = _params(symbols, window)
 
     from marketbars.pipelines.backtest import tasks
@@ -188,8 +157,7 @@ def main() -> None:
     started = time.perf_counter()
     planned = tasks.plan(params, run)
     planning = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=args.workers) as pool:
-        results = list(pool.map(_batch, [b | {"run_id": run.run_id} for b in planned]))
+    results = task_processes.run(tasks.run_batch, [b | {"run_id": run.run_id} for b in planned], args.workers)
     batches_done = time.perf_counter()
     report = tasks.report_and_rank(params, run.run_id, planned, results)
     finished = time.perf_counter()
@@ -209,7 +177,7 @@ def main() -> None:
     print(f"{'report_and_rank (combine, figure, files)':<44} {finished - batches_done:>8.2f}")
     print(f"{'end to end':<44} {seconds:>8.2f}")
     print(f"peak RSS per run_batch task: at most {worst:.0f} MB (of {len(results)} tasks); report task "
-          f"{_memory_mb('VmHWM'):.0f} MB (this process, data loading included)")  # fmt: skip
+          f"{task_processes.memory_mb('VmHWM'):.0f} MB (this process, data loading included)")  # fmt: skip
     met = seconds < TARGET_S and worst <= TARGET_RSS_MB
     verdict = "met" if met else "NOT met"
     print(f"targets: under {TARGET_S:.0f} s end to end, at most {TARGET_RSS_MB:.0f} MB a task: {verdict}")
