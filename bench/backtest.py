@@ -387,7 +387,7 @@ def _child_project(job: dict[str, Any]) -> dict[str, Any]:
     combining = time.perf_counter()
     with psycopg.connect(conninfo, autocommit=True) as conn:  # the report task's combination
         counts = backtests.trade_counts(conn, spec.run_id)
-        rows, curves, capitals = {}, {}, {}
+        rows, curves = {}, {}
         for name in spec.detectors:
             part, tally = (
                 backtests.detector_trades(conn, spec.run_id, name),
@@ -396,12 +396,12 @@ def _child_project(job: dict[str, Any]) -> dict[str, Any]:
             rows[name] = runner.overall_columns(
                 part.net_pnl, part.return_pct, part.r_multiple, tally, settings
             )
-            curves[name] = (part.exit_ts, part.net_pnl)
-            capitals[name] = settings.capital * max(tally["symbols"], 1)
-        backtests.replace_overall(conn, spec.run_id, rows)
+            capital = settings.capital * max(tally["symbols"], 1)
+            curves[name] = report.EquityCurve.of(part.exit_ts, part.net_pnl, capital)
+        backtests.replace_overall(conn, spec.run_id, rows, curves)
     drawing = time.perf_counter()
     phases["combine"] += drawing - combining
-    report.equity_figure(folder / "equity.png", curves, capitals, f"{spec.timeframe} bench")
+    report.equity_figure(folder / "equity.png", curves, f"{spec.timeframe} bench")
     phases["png"] += time.perf_counter() - drawing
     seconds = time.perf_counter() - started
     _remove(folder)

@@ -22,6 +22,7 @@ def test_migrations_create_the_contract_tables_once(conn: psycopg.Connection) ->
         "0010_backtest_data_versions.sql",
         "0011_backtest_search.sql",
         "0012_backtest_trades_without_row_checks.sql",
+        "0013_backtest_equity.sql",
     ]  # fmt: skip
     assert migrate(conn) == []
     columns = conn.execute(
@@ -75,6 +76,7 @@ def test_a_warehouse_holding_a_bad_watchlist_symbol_still_migrates_and_is_guarde
         "0010_backtest_data_versions.sql",
         "0011_backtest_search.sql",
         "0012_backtest_trades_without_row_checks.sql",
+        "0013_backtest_equity.sql",
     ]
     with pytest.raises(psycopg.errors.CheckViolation):
         conn.execute("INSERT INTO market.watchlist (symbol, asset_class) VALUES ('MSFT ', 'stocks')")

@@ -163,33 +163,43 @@ class TradesFile:
         self._writer.close()
 
 
-def equity_figure(
-    path: Path,
-    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    capitals: Mapping[str, float],
-    subtitle: str,
-) -> Path:
+@dataclass(frozen=True)
+class EquityCurve:
+    """A detector's realised equity as drawn: its return on capital (percent) after closed trades,
+    in exit order, cut to its envelope (``envelope``); ``trades`` counts them all."""
+
+    times: np.ndarray  # exit times, epoch microseconds
+    returns: np.ndarray
+    trades: int
+    capital: float
+
+    @classmethod
+    def of(cls, exit_ts: np.ndarray, pnl: np.ndarray, capital: float) -> EquityCurve:
+        """From trades' exit times and net P&L in ``Trades.in_trade_order``, against ``capital``."""
+        returns = (equity_curve(pnl, capital)[1:] / capital - 1) * 100
+        times, kept = envelope(exit_ts, returns)
+        return cls(times, kept, len(pnl), capital)
+
+
+def equity_figure(path: Path, curves: Mapping[str, EquityCurve], subtitle: str) -> Path:
     """Every detector's realised equity in one figure: its return on its capital (the capital of the
-    symbols it traded) after each closed trade, in exit order. ``curves``: detector -> (exit times in
-    epoch microseconds, net P&L), both in ``Trades.in_trade_order``."""
+    symbols it traded) after each closed trade, in exit order."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(11, 6))  # fixed margins: a layout engine would draw the figure twice
     axes = figure.subplots()
     figure.subplots_adjust(left=0.07, right=0.98, top=0.91, bottom=0.13)
     colours = _palette(len(curves))
-    for (detector, (exit_ts, pnl)), colour in zip(sorted(curves.items()), colours, strict=True):
-        if not len(pnl):
+    for (detector, curve), colour in zip(sorted(curves.items()), colours, strict=True):
+        if not curve.trades:
             continue
-        returns = (equity_curve(pnl, capitals[detector])[1:] / capitals[detector] - 1) * 100
-        times, returns = envelope(exit_ts, returns)
         axes.step(
-            times.astype("datetime64[us]"),
-            returns,
+            curve.times.astype("datetime64[us]"),
+            curve.returns,
             where="post",
             color=colour,
             linewidth=1.0,
-            label=f"{detector} ({len(pnl)})",
+            label=f"{detector} ({curve.trades})",
         )
     axes.axhline(0, color="#9e9e9e", linewidth=0.8, linestyle="--")
     axes.set_title(f"Realised equity by detector (trades)\n{subtitle}", fontsize=10)

@@ -19,6 +19,7 @@ from psycopg import sql
 from marketbars.backtest import bars as bars_module
 from marketbars.backtest.bars import Bars
 from marketbars.backtest.metrics import FIELDS
+from marketbars.backtest.report import EquityCurve
 from marketbars.backtest.runner import DetectorResult
 from marketbars.backtest.search import Tally
 from marketbars.backtest.trades import EXIT_REASONS, Trade, Trades, repeated, to_arrow
@@ -249,13 +250,35 @@ def replace_batch_results(
             copy_in_table(cur, sql.Identifier("market", "backtest_trades"), _trade_table(run_id, trades))
 
 
-def replace_overall(conn: Connection, run_id: str, rows: Mapping[str, Mapping[str, Any]]) -> None:
-    """Each detector's all-symbol row (``*``) in place of an earlier one, atomically."""
+def replace_overall(
+    conn: Connection,
+    run_id: str,
+    rows: Mapping[str, Mapping[str, Any]],
+    curves: Mapping[str, EquityCurve] | None = None,
+) -> None:
+    """Each detector's all-symbol row (``*``) and equity curve in place of earlier ones, atomically."""
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(
             "DELETE FROM market.backtest_metrics WHERE run_id = %s AND symbol = %s", (run_id, ALL_SYMBOLS)
         )
         _write_metrics(cur, run_id, {detector: {ALL_SYMBOLS: values} for detector, values in rows.items()})
+        cur.execute("DELETE FROM market.backtest_equity WHERE run_id = %s", (run_id,))
+        for detector, curve in (curves or {}).items():
+            cur.execute(
+                """INSERT INTO market.backtest_equity (run_id, detector, trades, capital, times, returns)
+                   VALUES (%s, %s, %s, %s, %s, %s)""",
+                (
+                    run_id,
+                    detector,
+                    curve.trades,
+                    curve.capital,
+                    [EPOCH + dt.timedelta(microseconds=t) for t in curve.times.tolist()],
+                    curve.returns.tolist(),
+                ),
+            )
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def _write_metrics(

@@ -39,21 +39,26 @@ COUNT_CELLS = """
 
 
 def count_cells(
-    conn: Connection, symbols: Sequence[str], sessions: Sequence[SessionHours]
+    conn: Connection,
+    symbols: Sequence[str],
+    sessions: Sequence[SessionHours],
+    timeframes: Sequence[str] = SOURCE_TIMEFRAMES,
 ) -> dict[Key, Counts]:
     """Bars per (symbol, source timeframe, session): regular-session bars (the daily bar for 1d) and
     all of the session's New York day. Cells without bars are absent."""
     if not symbols or not sessions:
         return {}
-    rows = conn.execute(COUNT_CELLS, count_cells_args(symbols, sessions)).fetchall()
+    rows = conn.execute(COUNT_CELLS, count_cells_args(symbols, sessions, timeframes)).fetchall()
     return {(symbol, tf, day): Counts(regular, total) for symbol, tf, day, regular, total in rows}
 
 
-def count_cells_args(symbols: Sequence[str], sessions: Sequence[SessionHours]) -> tuple[Any, ...]:
+def count_cells_args(
+    symbols: Sequence[str], sessions: Sequence[SessionHours], timeframes: Sequence[str] = SOURCE_TIMEFRAMES
+) -> tuple[Any, ...]:
     windows = [day_window(s.session) for s in sessions]
     return (
         list(symbols),
-        list(SOURCE_TIMEFRAMES),
+        list(timeframes),
         [s.session for s in sessions],
         [s.open for s in sessions],
         [s.close for s in sessions],

@@ -300,7 +300,8 @@ def report_and_rank(
 
 def _combine(conn: Any, run: Mapping[str, Any], folder: Path) -> int:
     """Each detector's all-symbol row from every batch's stored trades and exact counts (never an
-    average of batch figures), ``trades.parquet`` and the run's one equity figure. One detector's
+    average of batch figures) and its equity curve (stored for the UI), ``trades.parquet`` and the
+    run's one equity figure. One detector's
     trades are in hand at a time while the next one's are read (on a connection of their own).
     Returns the trades written."""
     from marketbars.backtest import report, runner
@@ -310,7 +311,7 @@ def _combine(conn: Any, run: Mapping[str, Any], folder: Path) -> int:
 
     settings = Settings(**run["settings"])
     counts = backtests.trade_counts(conn, run["run_id"])
-    rows, curves, capitals = {}, {}, {}
+    rows, curves = {}, {}
     with (
         WarehouseHook().connect() as reading,
         report.TradesFile(folder / "trades.parquet") as trades_file,
@@ -324,11 +325,11 @@ def _combine(conn: Any, run: Mapping[str, Any], folder: Path) -> int:
             rows[detector] = runner.overall_columns(
                 trades.net_pnl, trades.return_pct, trades.r_multiple, tally, settings
             )
-            curves[detector] = (trades.exit_ts, trades.net_pnl)
-            capitals[detector] = settings.capital * max(tally["symbols"], 1)
-    backtests.replace_overall(conn, run["run_id"], rows)
+            capital = settings.capital * max(tally["symbols"], 1)
+            curves[detector] = report.EquityCurve.of(trades.exit_ts, trades.net_pnl, capital)
+    backtests.replace_overall(conn, run["run_id"], rows, curves)
     subtitle = f"{run['timeframe']} {run['start_date']}..{run['end_date']}, adjustment {run['adjustment']}"
-    report.equity_figure(folder / "equity.png", curves, capitals, subtitle)
+    report.equity_figure(folder / "equity.png", curves, subtitle)
     return trades_file.rows
 
 
@@ -425,25 +426,25 @@ def search_batch(symbols: Sequence[str], points: Sequence[int], run_id: str) -> 
     return {"label": label, "points": len(points), "trades": trades}
 
 
-def _judge_search(conn: Any, run: Mapping[str, Any], folder: Path) -> dict[str, Any] | None:
-    """The search judged out of sample (``search.judge``) from every batch's tallies: logged, with
-    the overfitting warning when it applies, written to search.json and drawn as a heatmap."""
-    from marketbars.backtest import report, search
+def search_verdict(conn: Any, run_id: str) -> dict[str, Any] | None:
+    """The run's search judged out of sample (``search.judge``) from every batch's tallies: the
+    ranking, the folds' choices, the walk-forward figure and the warnings (None: no search)."""
+    from marketbars.backtest import search
     from marketbars.warehouse import backtests
 
-    searched = backtests.search_of(conn, run["run_id"])
+    searched = backtests.search_of(conn, run_id)
     if not searched:
         return None
     parts = [
         search.Segment(dt.date.fromisoformat(a), dt.date.fromisoformat(b)) for a, b in searched["segments"]
     ]
-    stored = backtests.search_tallies(conn, run["run_id"])
+    stored = backtests.search_tallies(conn, run_id)
     tallies = [
         [stored.get((point, segment), search.Tally()) for segment in range(len(parts))]
         for point in range(len(searched["points"]))
     ]
     verdict = search.judge(searched["points"], tallies, parts)
-    result = {
+    return {
         "detector": searched["detector"],
         "folds": verdict.folds,
         "walk_forward": verdict.walk_forward.to_json(),
@@ -451,20 +452,29 @@ def _judge_search(conn: Any, run: Mapping[str, Any], folder: Path) -> dict[str, 
         "warnings": verdict.warnings,
         "ranking": verdict.ranking,
     }
+
+
+def _judge_search(conn: Any, run: Mapping[str, Any], folder: Path) -> dict[str, Any] | None:
+    """``search_verdict``, logged with the overfitting warning when it applies, written to
+    search.json and drawn as a heatmap."""
+    from marketbars.backtest import report
+
+    result = search_verdict(conn, run["run_id"])
+    if result is None:
+        return None
     report.write_summary(folder / "search.json", result)
-    subtitle = (
-        f"{len(parts) - 1} walk-forward folds, {run['timeframe']} {run['start_date']}..{run['end_date']}"
-    )
-    report.search_heatmap(folder / "search_heatmap.png", searched["detector"], verdict.ranking, subtitle)
-    log.info("search of %s, ranked by out-of-sample expectancy (in-sample beside it):", searched["detector"])
-    for row in verdict.ranking[:10]:
+    window = f"{run['timeframe']} {run['start_date']}..{run['end_date']}"
+    subtitle = f"{len(result['folds'])} walk-forward folds, {window}"
+    report.search_heatmap(folder / "search_heatmap.png", result["detector"], result["ranking"], subtitle)
+    log.info("search of %s, ranked by out-of-sample expectancy (in-sample beside it):", result["detector"])
+    for row in result["ranking"][:10]:
         log.info("  %s", rules.search_line(row))
-    for fold in verdict.folds:
+    for fold in result["folds"]:
         log.info("  fold %d: training %s..%s chose %s", fold["fold"], *fold["train"], fold["chosen"])
     log.info(
         "  walk-forward (each fold's choice on its test segment): %s",
         rules.tally_text(result["walk_forward"]),
     )
-    for warning in verdict.warnings:
-        log.warning("search of %s: %s", searched["detector"], warning)
-    return {k: v for k, v in result.items() if k != "ranking"} | {"best": verdict.ranking[:5]}
+    for warning in result["warnings"]:
+        log.warning("search of %s: %s", result["detector"], warning)
+    return {k: v for k, v in result.items() if k != "ranking"} | {"best": result["ranking"][:5]}

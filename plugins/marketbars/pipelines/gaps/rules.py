@@ -220,9 +220,12 @@ def evaluate(
     asset_classes: Mapping[str, str],
     sessions: Sequence[SessionHours],
     settings: Settings,
+    timeframes: Sequence[str] = SOURCE_TIMEFRAMES,
 ) -> list[Cell]:
     """Every (symbol, source timeframe, session) cell of the symbols and sessions, classified from its
-    bar counts (cells without bars are absent from ``counts``) and the vendor-confirmed empty ones."""
+    bar counts (cells without bars are absent from ``counts``) and the vendor-confirmed empty ones.
+    ``timeframes``: the source timeframes to classify (the minute ones are what makes a symbol
+    liquid, so a partial minute cell needs ``1m`` counted)."""
     empty = Counts(0, 0)
     coverages = {
         symbol: [
@@ -236,7 +239,7 @@ def evaluate(
     liquid = liquid_symbols(coverages, asset_classes, settings)
     cells = []
     for symbol, asset_class in sorted(asset_classes.items()):
-        for timeframe in SOURCE_TIMEFRAMES:
+        for timeframe in timeframes:
             for hours in sessions:
                 key = (symbol, timeframe, hours.session)
                 got = counts.get(key, empty)

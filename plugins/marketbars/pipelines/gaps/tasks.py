@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from marketbars.pipelines.common.mapping import FlatFileWork, RestWork
 from marketbars.pipelines.gaps import rules
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from marketbars.warehouse.connection import Connection
 
 log = logging.getLogger(__name__)
+T = TypeVar("T", str, int, float)  # as marketbars.settings.Setting takes
 
 
 class GapPlan(TypedDict):
@@ -28,13 +29,18 @@ class GapPlan(TypedDict):
     events: dict[str, list[str]]  # opened, filled, explained -> cell labels
 
 
-def settings_from_variables() -> rules.Settings:
+def settings_from_variables(*, fallback_to_defaults: bool = False) -> rules.Settings:
+    """The rules' settings from their Variables; ``fallback_to_defaults``: the defaults where no
+    Variable backend is reachable (the UI reads them in the API server, outside a task)."""
     from marketbars import settings
 
+    def value(setting: settings.Setting[T]) -> T:
+        return setting.get_or_default() if fallback_to_defaults else setting.get()
+
     return rules.Settings(
-        coverage=settings.GAPS_COVERAGE.get(),
-        max_attempts=settings.GAPS_MAX_ATTEMPTS.get(),
-        backoff_base=dt.timedelta(hours=settings.GAPS_BACKOFF_HOURS.get()),
+        coverage=value(settings.GAPS_COVERAGE),
+        max_attempts=value(settings.GAPS_MAX_ATTEMPTS),
+        backoff_base=dt.timedelta(hours=value(settings.GAPS_BACKOFF_HOURS)),
     )
 
 
@@ -72,17 +78,24 @@ def _asset_classes(conn: Connection, requested: Iterable[str]) -> dict[str, str]
 
 
 def evaluate(
-    conn: Connection, asset_classes: Mapping[str, str], days: Sequence[dt.date], settings: rules.Settings
+    conn: Connection,
+    asset_classes: Mapping[str, str],
+    days: Sequence[dt.date],
+    settings: rules.Settings,
+    timeframes: Sequence[str] | None = None,
 ) -> list[rules.Cell]:
-    """Every cell of the symbols and sessions, classified from the warehouse's counts."""
+    """Every cell of the symbols and sessions, classified from the warehouse's counts; of some source
+    timeframes only when asked (the daily cells need no minute counted)."""
     from marketbars.market.calendar import session_hours
+    from marketbars.market.timeframes import SOURCE_TIMEFRAMES
     from marketbars.warehouse import gap_ledger, ledgers
 
+    chosen = tuple(timeframes or SOURCE_TIMEFRAMES)
     sessions = [session_hours(d) for d in sorted(set(days))]
     symbols = sorted(asset_classes)
-    counts = gap_ledger.count_cells(conn, symbols, sessions)
+    counts = gap_ledger.count_cells(conn, symbols, sessions, chosen)
     vendor_empty = ledgers.vendor_empty_cells(conn, symbols, [s.session for s in sessions])
-    return rules.evaluate(counts, vendor_empty, asset_classes, sessions, settings)
+    return rules.evaluate(counts, vendor_empty, asset_classes, sessions, settings, chosen)
 
 
 def detect(params: Mapping[str, Any], dag_run: Any) -> GapPlan:
