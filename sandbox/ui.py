@@ -242,6 +242,11 @@ def main() -> None:
                 "historical_bulk_backfill from its form. Logs: .sandbox/ui/standalone.log. Ctrl-C stops.",
                 flush=True,
             )
+            print(
+                f"Market data view (Browse > Market data): {url}/plugin/market-data; the warehouse starts"
+                " empty: a backfill of sample sessions fills it",
+                flush=True,
+            )
             process.wait()
         except KeyboardInterrupt:
             pass

@@ -61,8 +61,11 @@ function showError(element, error) {
 
 // ---- coverage -----------------------------------------------------------------------------
 
+let coverageAsked = 0; // the latest request wins: an earlier, slower answer is dropped
+
 async function loadCoverage(event) {
   if (event) event.preventDefault();
+  const ticket = ++coverageAsked;
   const form = document.getElementById("coverage-form");
   const query = new URLSearchParams();
   for (const [name, value] of new FormData(form)) if (value) query.set(name, value);
@@ -73,9 +76,10 @@ async function loadCoverage(event) {
   try {
     data = await getJson(`api/coverage?${query}`);
   } catch (error) {
-    showError(summary, error);
+    if (ticket === coverageAsked) showError(summary, error);
     return;
   }
+  if (ticket !== coverageAsked) return;
   form.first.value = data.first;
   form.last.value = data.last;
   const counts = Object.entries(data.counts).filter(([, n]) => n).map(([s, n]) => `${s} ${n}`);
