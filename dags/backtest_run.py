@@ -35,8 +35,8 @@ updated) over the last `lookback_days`.
 3. With a `search`: `plan_search` splits (points x batches) into at most 500 instances and
    `search_batch` (mapped) evaluates its points on its batch, each walk-forward segment alone.
 4. `report_and_rank` makes each detector's all-symbol row from every batch's trades (exactly, never
-   by averaging), draws `equity.png` (every detector's curve) and writes `summary.json`,
-   `metrics.csv` and `trades.csv` into the run's report
+   by averaging), draws `equity.png` (every detector's curve, also stored for the Market data
+   view) and writes `summary.json`, `metrics.csv` and `trades.parquet` into the run's report
    folder (`market_backtest_reports_dir`/<run id>, and S3 when `market_reports_s3_uri` is set) and
    logs the ranking by expectancy (R) and profit factor, flagging detectors below the thresholds.
    The summary lists the corporate actions the adjustment applied, the renames it followed and the

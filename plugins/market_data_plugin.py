@@ -7,22 +7,31 @@ the API server's auth and the view's code."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
 
+def _build() -> Any:
+    from marketbars.ui.app import create_app
+
+    return create_app()
+
+
 class _BuiltOnFirstRequest:
-    """An ASGI app that builds ``marketbars.ui.app.create_app()`` when the first request comes."""
+    """An ASGI app that builds ``marketbars.ui.app.create_app()`` when the first request comes, in a
+    worker thread (its imports would otherwise hold up the API server's event loop), once."""
 
     def __init__(self) -> None:
         self._app: Any = None
+        self._building = asyncio.Lock()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self._app is None:
-            from marketbars.ui.app import create_app
-
-            self._app = create_app()
+            async with self._building:
+                if self._app is None:
+                    self._app = await asyncio.to_thread(_build)
         await self._app(scope, receive, send)
 
     def __repr__(self) -> str:

@@ -52,6 +52,8 @@ def test_every_page_and_endpoint_refuses_an_anonymous_or_forged_request(api: Tes
     for path in PAGES:
         assert api.get(path).status_code == 401, path
         assert api.get(path, cookies={"_token": "forged"}).status_code == 403, path
+    for path in ("/market-data/docs", "/market-data/redoc", "/market-data/openapi.json"):
+        assert api.get(path).status_code == 404, path  # FastAPI's own pages would skip the check: none
 
 
 def test_the_view_is_mounted_and_in_the_ui_menu_with_its_chart_library(

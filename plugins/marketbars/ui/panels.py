@@ -5,6 +5,7 @@ is backtest_run's (``pipelines.backtest.tasks.search_verdict``). Nothing here wr
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,13 +17,20 @@ from marketbars.warehouse.connection import Connection
 # A cell's state on the heatmap: the gap DAG's classification of its bars, or its gap's status when
 # the gap DAG has one open or gave up on it (and the bars are still short).
 STATES = ("complete", "partial", "missing", "no_trading", "open_gap", "unfillable")
+SHORT = ("missing", "partial")  # the states a gap's status may stand in for
 DATASETS = ("stocks", "indices", "options")
 MAX_COVERAGE_CELLS = 40_000  # symbols x sessions on one heatmap: a year of 150 symbols
 
 
-def coverage(
-    conn: Connection, dataset: str, timeframe: str, first: dt.date, last: dt.date
-) -> dict[str, Any]:
+class BadChoice(Exception):
+    """A request the view cannot answer as asked (an unknown dataset, too wide a window): a 400."""
+
+
+class UnknownRun(Exception):
+    """No backtest run of that id: a 404."""
+
+
+def coverage(conn: Connection, dataset: str, timeframe: str, first: dt.date, last: dt.date) -> dict[str, Any]:
     """The active watchlist's ``dataset`` symbols x the sessions first..last: each cell's state, bars
     found against expected, and for a cell with a gap its attempts, last error and next retry."""
     from marketbars.pipelines.gaps import tasks as gap_tasks
@@ -33,7 +41,7 @@ def coverage(
     sessions = calendar.sessions_between(first, last)
     symbols = watchlist.active_symbols(conn, dataset)
     if len(symbols) * len(sessions) > MAX_COVERAGE_CELLS:
-        raise ValueError(
+        raise BadChoice(
             f"{len(symbols)} symbols x {len(sessions)} sessions is over {MAX_COVERAGE_CELLS:,} cells:"
             " choose a shorter window"
         )
@@ -41,8 +49,9 @@ def coverage(
     cells = gap_tasks.evaluate(conn, {s: dataset for s in symbols}, sessions, settings, [timeframe])
     gaps = {
         g.key: g
-        for g in gap_ledger.list_gaps(conn, symbols=symbols)
-        if g.timeframe == timeframe and first <= g.session <= last and g.status != "filled"
+        for status in ("open", "unfillable")
+        for g in gap_ledger.list_gaps(conn, status=status, symbols=symbols)
+        if g.timeframe == timeframe and first <= g.session <= last
     }
     index = {day: i for i, day in enumerate(sessions)}
     states = [[0] * len(sessions) for _ in symbols]
@@ -52,8 +61,8 @@ def coverage(
     for cell in cells:
         row, col = row_of[cell.symbol], index[cell.session]
         gap = gaps.get(cell.key)
-        state = cell.state
-        if gap is not None and state != "complete":
+        state = cell.state  # no_trading stays so: the gap DAG closes such a gap as unfillable
+        if gap is not None and state in SHORT:
             state = "open_gap" if gap.status == "open" else "unfillable"
         states[row][col] = STATES.index(state)
         found[row][col], expected[row][col] = cell.found, cell.expected
@@ -136,7 +145,10 @@ def ledgers(conn: Connection, now: dt.datetime, *, limit: int = 50) -> dict[str,
     back."""
     from marketbars.warehouse import gap_ledger, status
 
-    gaps = [g for g in gap_ledger.list_gaps(conn) if g.status in ("open", "unfillable")]
+    gaps = sorted(
+        (g for status in ("open", "unfillable") for g in gap_ledger.list_gaps(conn, status=status)),
+        key=lambda g: (g.session, g.symbol, g.timeframe),
+    )
     return {
         "gaps": [
             {
@@ -175,13 +187,13 @@ def backtest(conn: Connection, run_id: str) -> dict[str, Any]:
     from marketbars.warehouse import backtests as stored
     from marketbars.warehouse import status
 
-    runs = [r for r in status.backtest_runs(conn, 1_000) if r["run_id"] == run_id]
-    if not runs:
-        raise LookupError(f"no backtest run {run_id!r}")
-    rows = [m for m in stored.metrics_of(conn, run_id) if m["symbol"] == ALL_SYMBOLS]
+    run = status.backtest_run(conn, run_id)
+    if run is None:
+        raise UnknownRun(f"no backtest run {run_id!r}")
+    rows = stored.metrics_of(conn, run_id, ALL_SYMBOLS)
     curves = status.equity_curves(conn, run_id)
     return {
-        "run": _json(runs[0]),
+        "run": _json(run),
         "ranking": [_json(r) for r in report.rank(rows, report.Thresholds())],
         "equity": [
             {
@@ -198,7 +210,7 @@ def backtest(conn: Connection, run_id: str) -> dict[str, Any]:
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+        raise BadChoice(f"{name} must be one of {', '.join(choices)}, not {value!r}")
 
 
 def _json(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -207,8 +219,8 @@ def _json(row: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in row.items():
         if isinstance(value, dt.date | dt.datetime):
             out[key] = value.isoformat()
-        elif isinstance(value, float) and value in (float("inf"), float("-inf")):
-            out[key] = "inf" if value > 0 else "-inf"
+        elif isinstance(value, float) and not math.isfinite(value):
+            out[key] = None if math.isnan(value) else ("inf" if value > 0 else "-inf")
         else:
             out[key] = value
     return out

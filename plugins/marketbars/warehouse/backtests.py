@@ -370,13 +370,14 @@ def finish_run(conn: Connection, run_id: str, status: str) -> None:
     )
 
 
-def metrics_of(conn: Connection, run_id: str) -> list[dict[str, Any]]:
+def metrics_of(conn: Connection, run_id: str, symbol: str | None = None) -> list[dict[str, Any]]:
+    """A run's metrics rows (only ``symbol``'s when given: ``*`` for the all-symbol rows)."""
     cur = conn.execute(
         sql.SQL(
-            "SELECT {} FROM market.backtest_metrics WHERE run_id = %s"
+            "SELECT {} FROM market.backtest_metrics WHERE run_id = %s AND (%s::text IS NULL OR symbol = %s)"
             " ORDER BY detector, symbol = '*' DESC, symbol"
         ).format(sql.SQL(", ").join(map(sql.Identifier, METRIC_COLUMNS))),
-        (run_id,),
+        (run_id, symbol, symbol),
     )
     return [dict(zip(METRIC_COLUMNS, row, strict=True)) for row in cur.fetchall()]
 

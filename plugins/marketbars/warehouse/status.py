@@ -49,14 +49,16 @@ def quarantine_reasons(conn: Connection, since: dt.datetime) -> list[dict[str, A
     row (the latest) to see what the file held."""
     return _rows(
         conn,
-        """SELECT reason, count(*) AS rows, min(session_date) AS first_session,
-                  max(session_date) AS last_session,
-                  (array_agg(jsonb_build_object(
-                       'dataset', dataset, 'timeframe', timeframe, 'session', session_date,
-                       'symbol', symbol, 's3_key', s3_key, 'line', line_number, 'raw', raw)
-                   ORDER BY id DESC))[1] AS sample
-           FROM market.quarantine WHERE quarantined_at >= %s
-           GROUP BY reason ORDER BY count(*) DESC, reason""",
+        """SELECT q.reason, q.rows, q.first_session, q.last_session, s.sample
+           FROM (SELECT reason, count(*) AS rows, min(session_date) AS first_session,
+                        max(session_date) AS last_session, max(id) AS latest
+                 FROM market.quarantine WHERE quarantined_at >= %s GROUP BY reason) AS q
+           CROSS JOIN LATERAL (
+               SELECT jsonb_build_object(
+                          'dataset', dataset, 'timeframe', timeframe, 'session', session_date,
+                          'symbol', symbol, 's3_key', s3_key, 'line', line_number, 'raw', raw) AS sample
+               FROM market.quarantine WHERE id = q.latest) AS s
+           ORDER BY q.rows DESC, q.reason""",
         (since,),
     )
 
@@ -71,18 +73,34 @@ def held_back_actions(conn: Connection, limit: int) -> list[dict[str, Any]]:
     )
 
 
+_RUN_COLUMNS = """r.run_id, r.start_date, r.end_date, r.timeframe, r.adjustment, r.status,
+    cardinality(r.symbols) AS symbols, r.detectors, r.started_at, r.finished_at,
+    r.search IS NOT NULL AS searched, f.stale"""
+
+
 def backtest_runs(conn: Connection, limit: int) -> list[dict[str, Any]]:
-    """The latest backtest runs, with whether a later load changed what they read."""
+    """The latest backtest runs, with whether a later load changed what they read (the data version
+    is computed for these runs only)."""
     return _rows(
         conn,
-        """SELECT r.run_id, r.start_date, r.end_date, r.timeframe, r.adjustment, r.status,
-                  cardinality(r.symbols) AS symbols, r.detectors, r.started_at, r.finished_at,
-                  r.search IS NOT NULL AS searched, f.stale
-           FROM (SELECT * FROM market.backtest_runs ORDER BY started_at DESC, run_id LIMIT %s) r
-           LEFT JOIN market.backtest_freshness f USING (run_id)
-           ORDER BY r.started_at DESC, r.run_id""",
+        f"""SELECT {_RUN_COLUMNS}
+            FROM (SELECT * FROM market.backtest_runs ORDER BY started_at DESC, run_id LIMIT %s) r
+            LEFT JOIN LATERAL (SELECT stale FROM market.backtest_freshness WHERE run_id = r.run_id) f ON true
+            ORDER BY r.started_at DESC, r.run_id""",  # a fixed column list
         (limit,),
     )
+
+
+def backtest_run(conn: Connection, run_id: str) -> dict[str, Any] | None:
+    """One run as ``backtest_runs`` lists it, or None."""
+    rows = _rows(
+        conn,
+        f"""SELECT {_RUN_COLUMNS} FROM market.backtest_runs r
+            LEFT JOIN LATERAL (SELECT stale FROM market.backtest_freshness WHERE run_id = r.run_id) f ON true
+            WHERE r.run_id = %s""",  # a fixed column list
+        (run_id,),
+    )
+    return rows[0] if rows else None
 
 
 def equity_curves(conn: Connection, run_id: str) -> list[dict[str, Any]]:

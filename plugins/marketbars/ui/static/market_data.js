@@ -50,6 +50,11 @@ function fillTable(table, columns, rows, onClick) {
   }
 }
 
+// Plotly renders hover text as markup: text from the warehouse (an error message, a symbol) is escaped.
+function escaped(text) {
+  return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
 function fixed(value, digits) {
   return typeof value === "number" ? value.toFixed(digits) : value;
 }
@@ -92,11 +97,12 @@ function drawCoverage(data) {
   const gaps = new Map(data.gaps.map((g) => [`${g.symbol} ${g.session}`, g]));
   const hover = data.symbols.map((symbol, row) => data.sessions.map((session, col) => {
     const state = data.states[data.state[row][col]];
-    let text = `${symbol} ${session}: ${state}<br>bars ${data.found[row][col]} of ${data.expected[row][col]} expected`;
+    let text = `${escaped(symbol)} ${session}: ${state}<br>bars ${data.found[row][col]} of ` +
+      `${data.expected[row][col]} expected`;
     const gap = gaps.get(`${symbol} ${session}`);
     if (gap) {
-      text += `<br>gap ${gap.status} (${gap.kind}), attempts ${gap.attempts}`;
-      if (gap.last_error) text += `<br>last error: ${gap.last_error}`;
+      text += `<br>gap ${gap.status} (${escaped(gap.kind)}), attempts ${gap.attempts}`;
+      if (gap.last_error) text += `<br>last error: ${escaped(gap.last_error)}`;
       if (gap.status === "open") text += `<br>next retry ${gap.next_retry_at}`;
     }
     return text;
@@ -190,15 +196,23 @@ async function loadBacktests() {
   if (data.runs.length) loadRun(data.runs[0].run_id);
 }
 
+let runAsked = 0; // the run clicked last wins
+
 async function loadRun(runId) {
+  const ticket = ++runAsked;
   const title = document.getElementById("run-title");
   let data;
   try {
     data = await getJson(`api/backtests/${encodeURIComponent(runId)}`);
   } catch (error) {
-    showError(title, error);
+    if (ticket === runAsked) {
+      showError(title, error);
+      for (const id of ["ranking-table", "folds-table", "search-table"]) document.getElementById(id).replaceChildren();
+      Plotly.purge("equity-chart");
+    }
     return;
   }
+  if (ticket !== runAsked) return;
   title.className = "";
   title.textContent = `${runId}: detectors ranked by expectancy (R a trade), then profit factor`;
   fillTable(document.getElementById("ranking-table"), [
@@ -209,10 +223,11 @@ async function loadRun(runId) {
   ], data.ranking);
   const traces = data.equity.map((c) => ({
     type: "scatter", mode: "lines", line: { shape: "hv", width: 1 }, x: c.times, y: c.returns,
-    name: `${c.detector} (${c.trades})`,
+    name: `${escaped(c.detector)} (${c.trades})`,
   }));
   Plotly.react("equity-chart", traces, {
     height: 420, margin: { l: 60, r: 20, t: 10, b: 40 }, yaxis: { title: { text: "return on capital (%)" } },
+    xaxis: { title: { text: "exit time (UTC)" } },
     legend: { font: { size: 10 } },
   }, { displaylogo: false, responsive: true });
   const search = data.search;
