@@ -252,3 +252,27 @@ def test_a_backtest_run_shows_its_ranking_equity_and_no_search(
     assert got["search"] is None
     missing = api.get("/market-data/api/backtests/nope", headers=signed_in)
     assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+
+
+def test_a_cell_the_vendor_has_no_bars_for_stays_no_trading_though_its_gap_was_closed_unfillable(
+    api: TestClient, signed_in: dict[str, str], db_conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    from marketbars.pipelines.gaps.rules import VENDOR_HAS_NONE
+
+    conn = db_conn
+    migrate(conn)
+    conn.execute("UPDATE market.watchlist SET active = false")
+    conn.execute("INSERT INTO market.watchlist (symbol, asset_class) VALUES ('NOPE', 'stocks')")
+    load_file(conn, tmp_path, market.build_file("stocks", "1m", TUE), ["NOPE"])  # none of its rows
+    conn.execute(
+        """INSERT INTO market.backfill_gaps (symbol, timeframe, session_date, status, kind, expected, found,
+               attempts, last_error) VALUES ('NOPE', '1m', %s, 'unfillable', 'missing', 390, 0, 0, %s)""",
+        (TUE, VENDOR_HAS_NONE),
+    )
+    got = api.get(
+        "/market-data/api/coverage",
+        params={"dataset": "stocks", "timeframe": "1m", "first": "2025-12-16", "last": "2025-12-16"},
+        headers=signed_in,
+    ).json()
+    assert (got["symbols"], got["state"], got["found"]) == (["NOPE"], [[3]], [[0]])  # 3: no_trading
+    assert got["gaps"][0]["last_error"] == VENDOR_HAS_NONE  # still explained on hover
