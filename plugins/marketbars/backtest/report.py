@@ -18,10 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 from marketbars.backtest.metrics import equity_curve
-from marketbars.backtest.trades import Trades, to_arrow
+from marketbars.backtest.trades import Trades, repeated, to_arrow
 from marketbars.market.symbols import ALL_SYMBOLS
-
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -99,23 +97,27 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def json_value(value: Any) -> Any:
-    """JSON has no infinity: an infinite profit factor (wins and no loss) is written as "inf"."""
-    if isinstance(value, float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
+    """JSON has no infinity nor NaN: an infinite profit factor (wins and no loss) is written as
+    "inf", an undefined number as null; dates and times as ISO 8601."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dt.date | dt.datetime):
         return value.isoformat()
     return value
 
 
-def write_summary(path: Path, summary: Mapping[str, Any]) -> Path:
-    def clean(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [clean(v) for v in value]
-        return json_value(value)
+def json_safe(value: Any) -> Any:
+    """``json_value`` through nested mappings and lists: what summary.json and the Market data
+    view's API write."""
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return json_value(value)
 
-    path.write_text(json.dumps(clean(summary), indent=2, sort_keys=False) + "\n")
+
+def write_summary(path: Path, summary: Mapping[str, Any]) -> Path:
+    path.write_text(json.dumps(json_safe(summary), indent=2, sort_keys=False) + "\n")
     return path
 
 
@@ -147,9 +149,7 @@ class TradesFile:
 
     @staticmethod
     def _table(detector: str, trades: Trades) -> pa.Table:
-        return pa.table(
-            {"detector": pa.array(np.full(len(trades), detector), pa.string()), **to_arrow(trades)}
-        )
+        return pa.table({"detector": repeated(detector, len(trades)), **to_arrow(trades)})
 
     def write(self, detector: str, trades: Trades) -> None:
         if len(trades):
@@ -213,7 +213,7 @@ def equity_figure(path: Path, curves: Mapping[str, EquityCurve], subtitle: str) 
     return path
 
 
-ENVELOPE_BUCKETS = 2_000  # about two per pixel column of the figure
+ENVELOPE_BUCKETS = 1_000  # about one per pixel column of the figure (1,100 wide); its min and max kept
 
 
 def envelope(

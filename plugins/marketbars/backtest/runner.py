@@ -164,8 +164,7 @@ def run_detector(
         parts.append(part.trades)
         result.metrics |= part.metrics
         result.notes |= part.notes
-    for symbol in sorted(set(asset_classes) - set(result.metrics) - set(result.notes)):
-        result.notes[symbol] = detector.applies_to(asset_classes[symbol], timeframe) or "no bars in the range"
+    _note_absent(result, detector, asset_classes, asset_classes, timeframe)
     result.trades = Trades.concat(parts)
     # Always an all-symbol row, so a detector that traded nowhere still shows (and is flagged).
     result.metrics[ALL_SYMBOLS] = overall(result.trades, overall_counts(result.metrics.values()), settings)
@@ -186,14 +185,22 @@ def run_batch(
     of a read of its own. Per-symbol rows only; ``symbols`` without bars get a note."""
     results = []
     for job in jobs:
-        eligible = {
-            s: bars.since(job.read_start)
-            for s, bars in bars_by_symbol.items()
-            if job.detector.applies_to(asset_classes.get(s, "stocks"), timeframe) is None
-        }
-        result = run_symbols(job.detector, job.params, settings, eligible, asset_classes, timeframe, start)
-        for symbol in sorted(set(symbols) - set(result.metrics) - set(result.notes)):
-            kind = asset_classes.get(symbol, "stocks")
-            result.notes[symbol] = job.detector.applies_to(kind, timeframe) or "no bars in the range"
+        own = {s: bars.since(job.read_start) for s, bars in bars_by_symbol.items()}
+        result = run_symbols(job.detector, job.params, settings, own, asset_classes, timeframe, start)
+        _note_absent(result, job.detector, symbols, asset_classes, timeframe)
         results.append(result)
     return results
+
+
+def _note_absent(
+    result: DetectorResult,
+    detector: Detector,
+    symbols: Iterable[str],
+    asset_classes: Mapping[str, str],
+    timeframe: str,
+) -> None:
+    """A note for each of ``symbols`` that got neither statistics nor a note (no bars were read for
+    it): why the detector does not apply, or that it had no bars in the range."""
+    for symbol in sorted(set(symbols) - set(result.metrics) - set(result.notes)):
+        kind = asset_classes.get(symbol, "stocks")
+        result.notes[symbol] = detector.applies_to(kind, timeframe) or "no bars in the range"

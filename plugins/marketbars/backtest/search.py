@@ -34,6 +34,13 @@ class Segment:
     first: dt.date
     last: dt.date
 
+    def to_json(self) -> list[str]:
+        return [self.first.isoformat(), self.last.isoformat()]
+
+    @classmethod
+    def of_json(cls, pair: Sequence[str]) -> Segment:
+        return cls(dt.date.fromisoformat(pair[0]), dt.date.fromisoformat(pair[1]))
+
 
 @dataclass
 class Tally:
@@ -177,8 +184,8 @@ def judge(
         walk_forward, chosen_in_sample = walk_forward + test, chosen_in_sample + train
         folds.append({
             "fold": fold + 1,
-            "train": [parts[fold].first.isoformat(), parts[fold].last.isoformat()],
-            "test": [parts[fold + 1].first.isoformat(), parts[fold + 1].last.isoformat()],
+            "train": parts[fold].to_json(),
+            "test": parts[fold + 1].to_json(),
             "chosen": dict(searched[best]),
             "in_sample": train.to_json(),
             "out_of_sample": test.to_json(),

@@ -40,7 +40,7 @@ class Trade(NamedTuple):
     exit_reason: str
 
 
-_KINDS: dict[str, type] = {  # the columns' dtypes; float64 unless named here
+KINDS: dict[str, type] = {  # the columns' dtypes; float64 unless named here
     "symbol": np.str_,
     **dict.fromkeys(("side", "signal_ts", "entry_ts", "exit_ts", "shares", "bars_held"), np.int64),
     "exit_reason": np.int8,
@@ -73,7 +73,7 @@ class Trades:
 
     @classmethod
     def empty(cls) -> Trades:
-        return cls(**{f: np.empty(0, _KINDS.get(f, np.float64)) for f in Trade._fields})
+        return cls(**{f: np.empty(0, KINDS.get(f, np.float64)) for f in Trade._fields})
 
     @classmethod
     def of(cls, rows: Sequence[Trade]) -> Trades:
@@ -82,7 +82,7 @@ class Trades:
             return cls.empty()
         values: dict[str, Sequence[Any]] = dict(zip(Trade._fields, zip(*rows, strict=True), strict=True))
         values["exit_reason"] = [EXIT_REASONS.index(r) for r in values["exit_reason"]]
-        return cls(**{f: np.asarray(v, _KINDS.get(f, np.float64)) for f, v in values.items()})
+        return cls(**{f: np.asarray(v, KINDS.get(f, np.float64)) for f, v in values.items()})
 
     @classmethod
     def concat(cls, parts: Sequence[Trades]) -> Trades:

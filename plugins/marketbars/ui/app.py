@@ -10,7 +10,6 @@ connection detail reaches a response.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +19,7 @@ from airflow.api_fastapi.core_api.security import requires_authenticated
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse
 
+from marketbars.backtest.report import json_safe
 from marketbars.ui import panels
 
 if TYPE_CHECKING:
@@ -41,27 +41,17 @@ def read_only() -> Iterator[Connection]:
 
 
 def answer(panel: Callable[[Connection], dict[str, Any]]) -> dict[str, Any]:
-    """A panel's payload (JSON-safe: a non-finite number is null, or "inf"); a bad choice is a 400
-    and an unknown run a 404, with the reason. Anything else is the server's fault: a 500."""
+    """A panel's payload, JSON-safe (``report.json_safe``: dates as ISO 8601, an infinite profit factor
+    as "inf"); a bad choice is a 400 and an unknown run a 404, with the reason. Anything else is the
+    server's fault: a 500."""
     try:
         with read_only() as conn:
-            payload: dict[str, Any] = finite(panel(conn))
+            payload: dict[str, Any] = json_safe(panel(conn))
             return payload
     except panels.BadChoice as error:
         raise HTTPException(status_code=400, detail=str(error)) from error
     except panels.UnknownRun as error:
         raise HTTPException(status_code=404, detail=str(error)) from error
-
-
-def finite(value: Any) -> Any:
-    """``value`` with every NaN as None and every infinity as "inf" / "-inf" (JSON has neither)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite(v) for v in value]
-    return value
 
 
 def plotly_js() -> Path:

@@ -1,12 +1,11 @@
-"""The Market data view's panels, each a JSON-ready answer read from the warehouse with the
+"""The Market data view's panels, each the answer of one API endpoint, read from the warehouse with the
 pipelines' own rules: a cell's completeness is the gap DAG's (``pipelines.gaps``), a search's verdict
 is backtest_run's (``pipelines.backtest.tasks.search_verdict``). Nothing here writes."""
 
 from __future__ import annotations
 
 import datetime as dt
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from marketbars.market import calendar
@@ -166,9 +165,9 @@ def ledgers(conn: Connection, now: dt.datetime, *, limit: int = 50) -> dict[str,
             }
             for g in gaps
         ],
-        "file_loads": [_json(row) for row in status.recent_file_loads(conn, limit)],
-        "quarantine": [_json(row) for row in status.quarantine_reasons(conn, now - dt.timedelta(days=90))],
-        "corporate_actions_held_back": [_json(row) for row in status.held_back_actions(conn, limit)],
+        "file_loads": status.recent_file_loads(conn, limit),
+        "quarantine": status.quarantine_reasons(conn, now - dt.timedelta(days=90)),
+        "corporate_actions_held_back": status.held_back_actions(conn, limit),
     }
 
 
@@ -176,7 +175,7 @@ def backtests(conn: Connection, *, limit: int = 20) -> dict[str, Any]:
     """The latest backtest runs: window, status, and whether a later load made them stale."""
     from marketbars.warehouse import status
 
-    return {"runs": [_json(row) for row in status.backtest_runs(conn, limit)]}
+    return {"runs": status.backtest_runs(conn, limit)}
 
 
 def backtest(conn: Connection, run_id: str) -> dict[str, Any]:
@@ -193,13 +192,13 @@ def backtest(conn: Connection, run_id: str) -> dict[str, Any]:
     rows = stored.metrics_of(conn, run_id, ALL_SYMBOLS)
     curves = status.equity_curves(conn, run_id)
     return {
-        "run": _json(run),
-        "ranking": [_json(r) for r in report.rank(rows, report.Thresholds())],
+        "run": run,
+        "ranking": report.rank(rows, report.Thresholds()),
         "equity": [
             {
                 "detector": c["detector"],
                 "trades": c["trades"],
-                "times": [t.isoformat() for t in c["times"]],
+                "times": c["times"],
                 "returns": c["returns"],
             }
             for c in curves
@@ -211,16 +210,3 @@ def backtest(conn: Connection, run_id: str) -> dict[str, Any]:
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
         raise BadChoice(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-
-
-def _json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A row with dates and times as ISO 8601 text and infinities as text (JSON has neither)."""
-    out: dict[str, Any] = {}
-    for key, value in row.items():
-        if isinstance(value, dt.date | dt.datetime):
-            out[key] = value.isoformat()
-        elif isinstance(value, float) and not math.isfinite(value):
-            out[key] = None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-        else:
-            out[key] = value
-    return out

@@ -22,7 +22,7 @@ from marketbars.backtest.metrics import FIELDS
 from marketbars.backtest.report import EquityCurve
 from marketbars.backtest.runner import DetectorResult
 from marketbars.backtest.search import Tally
-from marketbars.backtest.trades import EXIT_REASONS, Trade, Trades, repeated, to_arrow
+from marketbars.backtest.trades import EXIT_REASONS, KINDS, Trade, Trades, repeated, to_arrow
 from marketbars.market.calendar import day_window
 from marketbars.market.symbols import ALL_SYMBOLS
 from marketbars.warehouse.connection import Connection, Cursor
@@ -264,21 +264,14 @@ def replace_overall(
         _write_metrics(cur, run_id, {detector: {ALL_SYMBOLS: values} for detector, values in rows.items()})
         cur.execute("DELETE FROM market.backtest_equity WHERE run_id = %s", (run_id,))
         for detector, curve in (curves or {}).items():
-            cur.execute(
+            cur.execute(  # times as epoch microseconds: integers pass far cheaper than datetimes
                 """INSERT INTO market.backtest_equity (run_id, detector, trades, capital, times, returns)
-                   VALUES (%s, %s, %s, %s, %s, %s)""",
-                (
-                    run_id,
-                    detector,
-                    curve.trades,
-                    curve.capital,
-                    [EPOCH + dt.timedelta(microseconds=t) for t in curve.times.tolist()],
-                    curve.returns.tolist(),
-                ),
+                   VALUES (%s, %s, %s, %s,
+                           ARRAY(SELECT 'epoch'::timestamptz + us * interval '1 microsecond'
+                                 FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(us, i) ORDER BY i),
+                           %s)""",
+                (run_id, detector, curve.trades, curve.capital, curve.times.tolist(), curve.returns.tolist()),
             )
-
-
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def _write_metrics(
@@ -302,20 +295,19 @@ def _trade_table(run_id: str, by_detector: Sequence[tuple[str, Trades]]) -> pa.T
     )
 
 
-_INTEGERS = frozenset({"side", "signal_ts", "entry_ts", "exit_ts", "shares", "bars_held"})
-_EPOCH_US = "int8send((date_part('epoch', {c}) * 1000000)::bigint)"
+_TEXT = ("symbol", "exit_reason")  # newline-separated; every other column packed in binary
 _PACKED_TRADES = sql.SQL(
     "SELECT {} FROM market.backtest_trades WHERE run_id = %s AND detector = %s"
 ).format(
     sql.SQL(", ").join(
         sql.SQL("string_agg({}, {})").format(
             sql.SQL(
-                "{c}" if name in ("symbol", "exit_reason")
-                else _EPOCH_US if name.endswith("_ts")
-                else "int8send({c}::bigint)" if name in ("side", "shares", "bars_held")
+                "{c}" if name in _TEXT
+                else "int8send((date_part('epoch', {c}) * 1000000)::bigint)" if name.endswith("_ts")
+                else "int8send({c}::bigint)" if KINDS.get(name) is np.int64
                 else "float8send({c})"
             ).format(c=sql.Identifier(name)),
-            sql.Literal("\n" if name in ("symbol", "exit_reason") else b""),
+            sql.Literal("\n" if name in _TEXT else b""),
         )
         for name in Trade._fields
     )
@@ -338,9 +330,8 @@ def detector_trades(conn: Connection, run_id: str, detector: str) -> Trades:
             codes = {reason: code for code, reason in enumerate(EXIT_REASONS)}
             columns[name] = np.asarray([codes[r] for r in packed.split("\n")], np.int8)
         else:
-            columns[name] = np.frombuffer(packed, ">i8" if name in _INTEGERS else ">f8").astype(
-                np.int64 if name in _INTEGERS else np.float64
-            )
+            kind = KINDS.get(name, np.float64)
+            columns[name] = np.frombuffer(packed, ">i8" if kind is np.int64 else ">f8").astype(kind)
     return Trades(**columns).in_trade_order()
 
 

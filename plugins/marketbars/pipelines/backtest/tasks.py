@@ -65,7 +65,7 @@ def plan(params: Mapping[str, Any], dag_run: Any) -> list[dict[str, list[str]]]:
             search_json = {
                 "detector": searched.detector,
                 "points": searched.points,
-                "segments": [[p.first.isoformat(), p.last.isoformat()] for p in searched.segments],
+                "segments": [p.to_json() for p in searched.segments],
             }
             log.info(
                 "searches %d point(s) of %s over %d walk-forward fold(s)",
@@ -175,18 +175,15 @@ def run_batch(symbols: Sequence[str], run_id: str) -> dict[str, Any]:
         for why, names in skipped.items():
             log.info("%s skips %s: %s", result.detector, ", ".join(names), why)
     trades = {r.detector: len(r.trades) for r in results}
+    label, read = rules.batch_label(list(symbols)), sum(len(b) for b in bars.values())
     log.info(
         "%s: %s bars read once for %d detector(s); trades %s",
-        rules.batch_label(list(symbols)),
-        f"{sum(len(b) for b in bars.values()):,}",
+        label,
+        f"{read:,}",
         len(jobs),
         ", ".join(f"{d} {n}" for d, n in trades.items()),
     )
-    return {
-        "batch": rules.batch_label(list(symbols)),
-        "bars": sum(len(b) for b in bars.values()),
-        "trades": sum(trades.values()),
-    }
+    return {"batch": label, "bars": read, "trades": sum(trades.values())}
 
 
 def report_and_rank(
@@ -301,9 +298,8 @@ def report_and_rank(
 def _combine(conn: Any, run: Mapping[str, Any], folder: Path) -> int:
     """Each detector's all-symbol row from every batch's stored trades and exact counts (never an
     average of batch figures) and its equity curve (stored for the UI), ``trades.parquet`` and the
-    run's one equity figure. One detector's
-    trades are in hand at a time while the next one's are read (on a connection of their own).
-    Returns the trades written."""
+    run's one equity figure. One detector's trades are in hand at a time while the next one's are
+    read (on a connection of their own). Returns the trades written."""
     from marketbars.backtest import report, runner
     from marketbars.backtest.engine import Settings
     from marketbars.warehouse import backtests
@@ -389,10 +385,7 @@ def search_batch(symbols: Sequence[str], points: Sequence[int], run_id: str) -> 
         spec = backtests.run_spec(conn, run_id)
         searched = backtests.search_of(conn, run_id) or {}
         detector, settings = detectors.REGISTRY[searched["detector"]], Settings(**spec.settings)
-        parts = [
-            search.Segment(dt.date.fromisoformat(a), dt.date.fromisoformat(b))
-            for a, b in searched["segments"]
-        ]
+        parts = [search.Segment.of_json(pair) for pair in searched["segments"]]
         chosen = [searched["points"][i] for i in points]
         eligible = runner.eligible(detector, {s: spec.symbols[s] for s in symbols}, spec.timeframe)
         first = _search_start(spec, detector.name, chosen)
@@ -416,13 +409,8 @@ def search_batch(symbols: Sequence[str], points: Sequence[int], run_id: str) -> 
                     tallies[(index, segment)] = tallies[(index, segment)] + tally
         backtests.replace_search_tallies(conn, run_id, rules.batch_label(list(symbols)), tallies)
     trades = sum(t.trades for t in tallies.values())
-    log.info(
-        "%s: %d trade(s) over %d segment(s)",
-        rules.search_label({"symbols": symbols, "points": points}),
-        trades,
-        len(parts),
-    )
     label = rules.search_label({"symbols": symbols, "points": points})
+    log.info("%s: %d trade(s) over %d segment(s)", label, trades, len(parts))
     return {"label": label, "points": len(points), "trades": trades}
 
 
@@ -435,9 +423,7 @@ def search_verdict(conn: Any, run_id: str) -> dict[str, Any] | None:
     searched = backtests.search_of(conn, run_id)
     if not searched:
         return None
-    parts = [
-        search.Segment(dt.date.fromisoformat(a), dt.date.fromisoformat(b)) for a, b in searched["segments"]
-    ]
+    parts = [search.Segment.of_json(pair) for pair in searched["segments"]]
     stored = backtests.search_tallies(conn, run_id)
     tallies = [
         [stored.get((point, segment), search.Tally()) for segment in range(len(parts))]
