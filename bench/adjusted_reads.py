@@ -3,7 +3,7 @@
     python -m bench.adjusted_reads [--runs 5] [--symbols 50] [--sessions 252]
 
 Loads (once, then reuses) ``--symbols`` stocks x ``--sessions`` XNYS sessions of regular-session 1m
-bars (``bench.backtest.generate_bars``; 50 x 252 = 4.9 million bars by default) into the embedded
+bars (``bench.synthetic.generate_bars``; 50 x 252 = 4.9 million bars by default) into the embedded
 PostgreSQL (or MARKETBARS_PG_URL), with corporate actions on them: one split on every other stock,
 a second (a reverse split) on every fifth, and a quarterly cash dividend on each.
 
@@ -26,10 +26,10 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench import synthetic
+
 END = dt.date(2024, 12, 31)
 DATA_VERSION = 2  # part of the database name: a change to the data loads afresh
 TARGET_RATIO = 1.3
@@ -62,61 +62,41 @@ def _actions(symbols: Sequence[str], days: Sequence[dt.date]) -> tuple[list[tupl
 
 
 def _loaded_database(args: argparse.Namespace, symbols: list[str], days: list[dt.date]) -> Any:
-    from psycopg import sql
-
-    from bench.backtest import generate_bars
-    from marketbars.warehouse import migrations, partitions
-    from marketbars.warehouse.bars import COPY_SCHEMA, copy_rows
-    from marketbars.warehouse.copy import copy_in
-    from sandbox.services import start_postgres
-
-    server = start_postgres(ROOT / ".sandbox" / "pg")
-    name = f"bench_adjusted_{args.symbols}x{args.sessions}_{END:%Y%m%d}_v{DATA_VERSION}"
-    with server.connect() as admin:
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-    db = server.with_database(name) if exists else server.create_database(name)
-    expected = len(symbols) * sum(1 for _ in _minutes(days))
-    with db.connect() as conn:
-        migrations.migrate(conn)
-        (count,) = conn.execute("SELECT count(*) FROM market.historical_bars").fetchone() or (0,)
-    if count == expected:
-        return db
-    db = server.create_database(name)
-    print(
-        f"loading {len(symbols)} symbols x {len(days)} sessions of 1m bars ({expected:,}) once ...",
-        flush=True,
-    )
-    started = time.perf_counter()
+    """The bench's database: every symbol's 1m bars and the splits and dividends, loaded once."""
+    bars = len(symbols) * synthetic.bars_per_symbol(days)[0]
     splits, dividends = _actions(symbols, days)
-    with db.connect() as conn:
-        migrations.migrate(conn)
-        partitions.ensure_partitions(conn, days[0], days[-1])
-        with conn.transaction(), conn.cursor() as cur:
-            for table in generate_bars(symbols, days):
-                copy_in(
-                    cur, sql.SQL("market.historical_bars"), COPY_SCHEMA, copy_rows(table, "1m", "flatfile")
-                )
-            cur.executemany(
-                "INSERT INTO market.splits (symbol, execution_date, split_from, split_to, adjustment_type)"
-                " VALUES (%s, %s, %s, %s, %s)",
-                splits,
-            )
-            cur.executemany(
-                "INSERT INTO market.dividends (symbol, ex_dividend_date, distribution_type, cash_amount,"
-                " currency, source_id) VALUES (%s, %s, 'recurring', %s, 'USD', %s)",
-                dividends,
-            )
-        conn.execute("VACUUM (ANALYZE) market.historical_bars")
-    print(f"  done in {time.perf_counter() - started:.0f} s", flush=True)
-    return db
+    return synthetic.database_loaded_once(
+        f"bench_adjusted_{args.symbols}x{args.sessions}_{END:%Y%m%d}_v{DATA_VERSION}",
+        f"{len(symbols)} symbols x {len(days)} sessions of 1m bars ({bars:,}) and their actions",
+        _held,
+        (bars, len(splits), len(dividends)),
+        lambda conn: _load(conn, symbols, days),
+    )
 
 
-def _minutes(days: Sequence[dt.date]) -> Any:
-    from marketbars.market.calendar import session_schedule
+def _held(conn: Any) -> tuple[int, int, int]:
+    """Bars, splits and dividends: the bars and the actions are loaded in transactions of their own."""
+    row = conn.execute(
+        """SELECT (SELECT count(*) FROM market.historical_bars), (SELECT count(*) FROM market.splits),
+                  (SELECT count(*) FROM market.dividends)"""
+    ).fetchone()
+    return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
 
-    _, opens, closes = session_schedule(days[0], days[-1])
-    for o, c in zip(opens, closes, strict=True):
-        yield from range((c - o) // 60_000_000)
+
+def _load(conn: Any, symbols: list[str], days: list[dt.date]) -> None:
+    splits, dividends = _actions(symbols, days)
+    synthetic.load_minute_bars(conn, symbols, days)
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO market.splits (symbol, execution_date, split_from, split_to, adjustment_type)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            splits,
+        )
+        cur.executemany(
+            "INSERT INTO market.dividends (symbol, ex_dividend_date, distribution_type, cash_amount,"
+            " currency, source_id) VALUES (%s, %s, 'recurring', %s, 'USD', %s)",
+            dividends,
+        )
 
 
 def _read(conn: Any, way: str, symbols: list[str], window: tuple[dt.datetime, dt.datetime]) -> Any:

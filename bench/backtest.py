@@ -57,7 +57,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import task_processes
+from bench import synthetic, task_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 END = dt.date(2024, 7, 12)
@@ -68,6 +68,7 @@ TARGET_VS_NAIVE = 10.0
 DATA_VERSION = 3  # part of the database name: a change to the generator loads afresh
 PG_ENV = "BENCH_BACKTEST_PG"  # the children's conninfo (not on their command line)
 REL_TOL = 1e-9
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 # Where a project run's time goes: connecting, the run's spec and bars read; signals,
 # simulation and metrics; results written; the PNG drawn.
 PHASES = {
@@ -223,95 +224,10 @@ def _stock_symbols(count: int) -> list[str]:
     return [f"BT{i:02d}" for i in range(count)]
 
 
-def generate_bars(symbols: Sequence[str], days: Sequence[dt.date]) -> Iterator[Any]:
-    """One pyarrow table (BAR_SCHEMA) of regular-session 1m bars per symbol, seeded."""
-    import numpy as np
-    import pyarrow as pa
+def _load(conn: Any, stocks: Sequence[str], days: Sequence[dt.date]) -> None:
+    from marketbars.warehouse import rollup_rebuilds
 
-    from marketbars.market.bars import BAR_SCHEMA
-    from marketbars.market.calendar import session_schedule
-
-    _, opens, closes = session_schedule(days[0], days[-1])
-    lengths = [(c - o) // 60_000_000 for o, c in zip(opens, closes, strict=True)]
-    minute = np.concatenate([np.arange(n) for n in lengths])  # minutes after the open
-    length = np.repeat(lengths, lengths)
-    ts = np.concatenate(
-        [o + np.arange(n, dtype=np.int64) * 60_000_000 for o, n in zip(opens, lengths, strict=True)]
-    )
-    first = np.zeros(len(ts), bool)
-    first[np.cumsum([0, *lengths[:-1]])] = True
-    # U-shaped intraday profiles, each normalised to a mean of 1 over a full session.
-    shape = 1 + 1.6 * np.exp(-minute / 25) + 0.7 * np.exp(-(length - 1 - minute) / 25)
-    volume_shape = 1 + 2.5 * np.exp(-minute / 20) + 2.0 * np.exp(-(length - 1 - minute) / 15)
-    full = np.arange(390)
-    shape /= (1 + 1.6 * np.exp(-full / 25) + 0.7 * np.exp(-(389 - full) / 25)).mean()
-    volume_shape /= (1 + 2.5 * np.exp(-full / 20) + 2.0 * np.exp(-(389 - full) / 15)).mean()
-    rng = np.random.default_rng(20240628)
-    for symbol in symbols:
-        index = symbol.startswith("I:")
-        price = 5200.0 if index else float(rng.uniform(15, 400))
-        daily_sigma = 0.009 if index else float(rng.uniform(0.012, 0.03))
-        sigma = daily_sigma * 0.85 / math.sqrt(390) * shape  # per minute; the rest is overnight
-        moves = rng.standard_t(4, len(ts)) / math.sqrt(2) * sigma  # t(4) has variance 2
-        ticks = rng.normal(0, 0.1, len(ts)) * sigma  # open vs the previous close within a session
-        gaps = rng.normal(0, daily_sigma * 0.5, len(ts))
-        steps = np.where(first, gaps, ticks)
-        steps[0] = 0.0
-        drift = rng.normal(0.0, 0.0005)  # a per-symbol trend, per session
-        log_close = math.log(price) + np.cumsum(steps + moves + np.where(first, drift, 0.0))
-        close = np.round(np.exp(log_close), 2)
-        open_ = np.round(np.exp(log_close - moves), 2)
-        wick = np.abs(rng.normal(0, 0.6, (2, len(ts)))) * sigma
-        wick *= np.where(rng.random(len(ts)) < 0.002, 20.0, 1.0)  # now and then a spike both ways
-        high = np.maximum(np.round(np.maximum(open_, close) * (1 + wick[0]), 2), np.maximum(open_, close))
-        low = np.minimum(np.round(np.minimum(open_, close) * (1 - wick[1]), 2), np.minimum(open_, close))
-        if index:
-            volume = pa.nulls(len(ts), pa.float64())
-            trades = pa.nulls(len(ts), pa.int64())
-        else:
-            per_minute = float(rng.uniform(2e6, 3e7)) / 390
-            surge = 1 + 1.5 * np.abs(moves) / sigma
-            shares = per_minute * volume_shape * surge * rng.lognormal(-0.125, 0.5, len(ts))
-            volume_values = np.maximum(np.round(shares, -2), 100)
-            volume = pa.array(volume_values)
-            trades = pa.array(np.maximum(volume_values // 150, 1).astype(np.int64))
-        yield pa.table(
-            {
-                "symbol": pa.array([symbol] * len(ts)),
-                "ts": pa.array(ts).cast(pa.timestamp("us", tz="UTC")),
-                "open": open_,
-                "high": high,
-                "low": low,
-                "close": close,
-                "volume": volume,
-                "vwap": pa.nulls(len(ts), pa.float64()),
-                "trades": trades,
-            },
-            schema=BAR_SCHEMA,
-        )
-
-
-def _expected_bars(days: Sequence[dt.date]) -> tuple[int, int]:
-    """1m and 5m bars per symbol over these sessions."""
-    from marketbars.market.calendar import session_schedule
-
-    _, opens, closes = session_schedule(days[0], days[-1])
-    minutes = [(c - o) // 60_000_000 for o, c in zip(opens, closes, strict=True)]
-    return sum(minutes), sum(math.ceil(m / 5) for m in minutes)
-
-
-def _load(conn, stocks: Sequence[str], days: Sequence[dt.date]) -> None:
-    from psycopg import sql
-
-    from marketbars.warehouse import partitions, rollup_rebuilds
-    from marketbars.warehouse.bars import COPY_SCHEMA, copy_rows
-    from marketbars.warehouse.copy import copy_in
-
-    partitions.ensure_partitions(conn, days[0], days[-1])
-    with conn.transaction(), conn.cursor() as cur:
-        for table in generate_bars([*stocks, INDEX], days):
-            copy_in(cur, sql.SQL("market.historical_bars"), COPY_SCHEMA, copy_rows(table, "1m", "flatfile"))
-    conn.execute("VACUUM (ANALYZE) market.historical_bars")
+    synthetic.load_minute_bars(conn, [*stocks, INDEX], days)
     for day in days:
         rollup_rebuilds.rebuild_rollups(conn, "stocks", day, list(stocks))
         rollup_rebuilds.rebuild_rollups(conn, "indices", day, [INDEX])
@@ -493,8 +409,7 @@ def _old_equity_png(path: Path, detector: str, trades: Any, capital: float) -> N
     from marketbars.backtest.metrics import equity_curve
 
     ordered = trades.in_trade_order()
-    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    times = [epoch + dt.timedelta(microseconds=t) for t in ordered.exit_ts.tolist()]
+    times = [EPOCH + dt.timedelta(microseconds=t) for t in ordered.exit_ts.tolist()]
     equity = equity_curve(ordered.net_pnl, capital)[1:]
     figure = Figure(figsize=(9, 5), layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
@@ -564,14 +479,13 @@ def _child_baseline(job: dict[str, Any]) -> dict[str, Any]:
     fetched = time.perf_counter()
     trades = naive_breakout_bullish(rows, settings, params, start.toordinal())
     finished = time.perf_counter()
-    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     return {
         "seconds": finished - started,
         "fetch_s": fetched - started,
         "bars": len(rows),
         "trades": len(trades),
         "trade_list": [
-            t | {k: (t[k] - epoch) // dt.timedelta(microseconds=1) for k in ("entry_ts", "exit_ts")}
+            t | {k: (t[k] - EPOCH) // dt.timedelta(microseconds=1) for k in ("entry_ts", "exit_ts")}
             for t in trades
         ],
         "rss_start_mb": rss_at_start,
@@ -607,7 +521,7 @@ def _engine_trades(conninfo: str, run_id: str) -> list[dict[str, Any]]:
     trades = [dict(zip(names, row, strict=True)) for row in rows]
     for t in trades:
         for key in ("entry_ts", "exit_ts"):
-            t[key] = (t[key] - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
+            t[key] = (t[key] - EPOCH) // dt.timedelta(microseconds=1)
     return trades
 
 
@@ -640,7 +554,7 @@ def _when(epoch_us: Any) -> str:
         return str(epoch_us)
     from marketbars.market.calendar import NEW_YORK
 
-    moment = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=epoch_us)
+    moment = EPOCH + dt.timedelta(microseconds=epoch_us)
     return moment.astimezone(NEW_YORK).strftime("%Y-%m-%d %H:%M %Z")
 
 
@@ -692,38 +606,18 @@ def _sessions(
 def _loaded_database(
     args: argparse.Namespace, stocks: Sequence[str], classes: Mapping[str, str], days: Sequence[dt.date]
 ) -> tuple[Any, dict[str, int]]:
-    """The bench's database (the embedded server's, or MARKETBARS_PG_URL's), loaded once and reused
-    while it holds every expected bar; and the 1m and 5m bars it holds."""
-    from marketbars.warehouse import migrations
-    from sandbox.services import start_postgres
-
-    per_symbol_1m, per_symbol_5m = _expected_bars(days)
+    """The bench's database, loaded once (1m bars, then their rollups) and reused while it holds
+    every expected bar; and the 1m and 5m bars it holds."""
+    per_symbol_1m, per_symbol_5m = synthetic.bars_per_symbol(days)
     expected = {"1m": per_symbol_1m * len(classes), "5m": per_symbol_5m * len(classes)}
-    server = start_postgres(ROOT / ".sandbox" / "pg")
-    name = f"bench_backtest_{args.symbols}x{args.sessions}_{args.end:%Y%m%d}_v{DATA_VERSION}"
-    with server.connect() as admin:
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-    db = server.with_database(name) if exists else server.create_database(name)
-    with db.connect() as conn:
-        migrations.migrate(conn)
-        counts = _bar_counts(conn)
-    if counts != expected:
-        if any(counts.values()):  # an interrupted load: start over
-            db = server.create_database(name)
-        print(
-            f"loading {len(classes)} symbols x {len(days)} sessions of 1m bars ({expected['1m']:,}),"
-            " then their 5m..4h rollups (once) ...",
-            flush=True,
-        )
-        loading = time.perf_counter()
-        with db.connect() as conn:
-            migrations.migrate(conn)
-            _load(conn, stocks, days)
-            counts = _bar_counts(conn)
-        print(f"  done in {time.perf_counter() - loading:.0f} s", flush=True)
-    if counts != expected:
-        sys.exit(f"the warehouse holds {counts} bars, expected {expected}")
-    return db, counts
+    db = synthetic.database_loaded_once(
+        f"bench_backtest_{args.symbols}x{args.sessions}_{args.end:%Y%m%d}_v{DATA_VERSION}",
+        f"{len(classes)} symbols x {len(days)} sessions of 1m bars ({expected['1m']:,}), then their rollups",
+        _bar_counts,
+        expected,
+        lambda conn: _load(conn, stocks, days),
+    )
+    return db, expected
 
 
 def _run_scenarios(base: dict[str, Any], runs: int, conninfo: str) -> dict[str, list[dict[str, Any]]]:

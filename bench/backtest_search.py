@@ -27,7 +27,6 @@ from typing import Any
 from bench import backtest_universe as universe
 from bench import task_processes
 
-ROOT = Path(__file__).resolve().parents[1]
 LOOKBACKS = [5, 10, 15, 20, 25, 30, 40, 50, 60, 80]
 VOLUME_MULTIPLES = [1.0, 1.1, 1.2, 1.3, 1.5, 1.7, 2.0, 2.5, 3.0, 4.0]
 

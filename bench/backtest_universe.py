@@ -3,7 +3,7 @@
     python -m bench.backtest_universe [--symbols 200] [--sessions 252] [--workers 2]
 
 Loads (once, then reuses) ``--symbols`` synthetic stocks x ``--sessions`` XNYS sessions of
-regular-session 1m bars (``bench.backtest.generate_bars``; 200 x 252 = 19.7 million bars by
+regular-session 1m bars (``bench.synthetic.generate_bars``; 200 x 252 = 19.7 million bars by
 default, plus the warm-up sessions before the window) into the embedded PostgreSQL (or
 MARKETBARS_PG_URL). Then it runs one backtest of every detector on 1m bars the way Airflow would:
 
@@ -32,7 +32,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bench import task_processes
+from bench import synthetic, task_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 END = dt.date(2024, 12, 31)
@@ -68,44 +68,22 @@ def _window(args: argparse.Namespace) -> tuple[list[dt.date], list[dt.date]]:
 
 def _database(args: argparse.Namespace, symbols: list[str], days: list[dt.date]) -> Any:
     """The bench's database, loaded once with every symbol's 1m bars and reused while complete."""
-    from psycopg import sql
-
-    from bench.backtest import generate_bars
-    from marketbars.warehouse import migrations, partitions
-    from marketbars.warehouse.bars import COPY_SCHEMA, copy_rows
-    from marketbars.warehouse.copy import copy_in
-    from sandbox.services import start_postgres
-
-    server = start_postgres(ROOT / ".sandbox" / "pg")
-    name = f"bench_universe_{args.symbols}x{args.sessions}_{END:%Y%m%d}_v{DATA_VERSION}"
-    with server.connect() as admin:
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-    db = server.with_database(name) if exists else server.create_database(name)
-    expected = len(symbols) * 390 * len(days) - len(symbols) * 180 * _early_closes(days)
-    with db.connect() as conn:
-        migrations.migrate(conn)
-        (count,) = conn.execute(  # 1m only: bench.backtest_search adds 5m bars to some symbols
-            "SELECT count(*) FROM market.historical_bars WHERE timeframe = '1m'"
-        ).fetchone() or (0,)
-    if count == expected:
-        return db
-    db = server.create_database(name)
-    print(
-        f"loading {len(symbols)} symbols x {len(days)} sessions of 1m bars ({expected:,}) once ...",
-        flush=True,
+    expected = len(symbols) * synthetic.bars_per_symbol(days)[0]
+    return synthetic.database_loaded_once(
+        f"bench_universe_{args.symbols}x{args.sessions}_{END:%Y%m%d}_v{DATA_VERSION}",
+        f"{len(symbols)} symbols x {len(days)} sessions of 1m bars ({expected:,})",
+        _minute_bars,
+        expected,
+        lambda conn: synthetic.load_minute_bars(conn, symbols, days),
     )
-    started = time.perf_counter()
-    with db.connect() as conn:
-        migrations.migrate(conn)
-        partitions.ensure_partitions(conn, days[0], days[-1])
-        with conn.transaction(), conn.cursor() as cur:
-            for table in generate_bars(symbols, days):
-                copy_in(
-                    cur, sql.SQL("market.historical_bars"), COPY_SCHEMA, copy_rows(table, "1m", "flatfile")
-                )
-        conn.execute("VACUUM (ANALYZE) market.historical_bars")
-    print(f"  done in {time.perf_counter() - started:.0f} s", flush=True)
-    return db
+
+
+def _minute_bars(conn: Any) -> int:
+    """1m only: bench.backtest_search adds 5m bars to some symbols."""
+    (count,) = conn.execute(
+        "SELECT count(*) FROM market.historical_bars WHERE timeframe = '1m'"
+    ).fetchone() or (0,)
+    return int(count)
 
 
 def _fresh_results(db: Any, run_id: str) -> None:
@@ -114,12 +92,6 @@ def _fresh_results(db: Any, run_id: str) -> None:
     with db.connect() as conn:  # autocommit
         conn.execute("DELETE FROM market.backtest_runs WHERE run_id = %s", (run_id,))
         conn.execute("VACUUM (ANALYZE) market.backtest_trades, market.backtest_metrics, market.backtest_runs")
-
-
-def _early_closes(days: list[dt.date]) -> int:
-    from marketbars.market import calendar
-
-    return sum(1 for d in days if calendar.session_hours(d).early_close)
 
 
 def _params(symbols: list[str], window: list[dt.date]) -> dict[str, Any]:

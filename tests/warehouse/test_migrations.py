@@ -11,19 +11,16 @@ import pytest
 from marketbars.warehouse.migrations import MIGRATIONS_DIR, MigrationError, migrate
 
 pytestmark = pytest.mark.integration
+MIGRATIONS = [
+    "0001_market_schema.sql", "0002_seed_watchlist.sql", "0003_rest.sql", "0004_gaps.sql",
+    "0005_rollups.sql", "0006_backtests.sql", "0007_watchlist_ticker_forms.sql",
+    "0008_corporate_actions.sql", "0009_backtest_batches.sql", "0010_backtest_data_versions.sql",
+    "0011_backtest_search.sql", "0012_backtest_trades_without_row_checks.sql", "0013_backtest_equity.sql",
+]  # fmt: skip
 
 
 def test_migrations_create_the_contract_tables_once(conn: psycopg.Connection) -> None:
-    assert migrate(conn) == [
-        "0001_market_schema.sql", "0002_seed_watchlist.sql", "0003_rest.sql", "0004_gaps.sql",
-        "0005_rollups.sql", "0006_backtests.sql", "0007_watchlist_ticker_forms.sql",
-        "0008_corporate_actions.sql",
-        "0009_backtest_batches.sql",
-        "0010_backtest_data_versions.sql",
-        "0011_backtest_search.sql",
-        "0012_backtest_trades_without_row_checks.sql",
-        "0013_backtest_equity.sql",
-    ]  # fmt: skip
+    assert migrate(conn) == MIGRATIONS
     assert migrate(conn) == []
     columns = conn.execute(
         """SELECT column_name, data_type FROM information_schema.columns
@@ -69,14 +66,6 @@ def test_a_warehouse_holding_a_bad_watchlist_symbol_still_migrates_and_is_guarde
     migrate(conn, before)
     conn.execute("INSERT INTO market.watchlist (symbol, asset_class) VALUES ('AAPL' || chr(10), 'stocks')")
     # the row stays, to be fixed by hand
-    assert migrate(conn) == [
-        "0007_watchlist_ticker_forms.sql",
-        "0008_corporate_actions.sql",
-        "0009_backtest_batches.sql",
-        "0010_backtest_data_versions.sql",
-        "0011_backtest_search.sql",
-        "0012_backtest_trades_without_row_checks.sql",
-        "0013_backtest_equity.sql",
-    ]
+    assert migrate(conn) == MIGRATIONS[6:]  # from 0007 on
     with pytest.raises(psycopg.errors.CheckViolation):
         conn.execute("INSERT INTO market.watchlist (symbol, asset_class) VALUES ('MSFT ', 'stocks')")
