@@ -85,8 +85,9 @@ async function loadCoverage(event) {
     return;
   }
   if (ticket !== coverageAsked) return;
-  form.first.value = data.first;
-  form.last.value = data.last;
+  // Show the window the defaults resolved to, never over a date typed while the answer was coming.
+  if (!form.first.value) form.first.value = data.first;
+  if (!form.last.value) form.last.value = data.last;
   const counts = Object.entries(data.counts).filter(([, n]) => n).map(([s, n]) => `${s} ${n}`);
   summary.textContent = `${data.symbols.length} symbols x ${data.sessions.length} sessions of ` +
     `${data.dataset} ${data.timeframe}: ${counts.join(", ") || "no cells"}`;
