@@ -54,6 +54,33 @@ def warehouse_bars(
     return {tuple(row) for row in rows}
 
 
+def counted_bars(conn: psycopg.Connection) -> dict[tuple[str, str, dt.date], tuple[int, int]]:
+    """(regular, total) of every session cell with source-timeframe bars, counted here in Python."""
+    from marketbars.market.calendar import NEW_YORK, is_session, session_hours
+
+    counts: dict[tuple[str, str, dt.date], tuple[int, int]] = {}
+    rows = conn.execute(
+        "SELECT symbol, timeframe, ts FROM market.historical_bars WHERE timeframe IN ('1m', '1d')"
+    ).fetchall()
+    for symbol, timeframe, ts in rows:
+        day = ts.astimezone(NEW_YORK).date()
+        if not is_session(day):
+            continue
+        hours = session_hours(day)
+        regular, total = counts.get((symbol, timeframe, day), (0, 0))
+        inside = timeframe == "1d" or hours.open <= ts < hours.close
+        counts[(symbol, timeframe, day)] = (regular + inside, total + 1)
+    return counts
+
+
+def stored_counts(conn: psycopg.Connection) -> dict[tuple[str, str, dt.date], tuple[int, int]]:
+    """The cells ``market.bar_counts`` holds with bars (a stored zero is a known empty cell)."""
+    rows = conn.execute(
+        "SELECT symbol, timeframe, session_date, regular, total FROM market.bar_counts WHERE total > 0"
+    ).fetchall()
+    return {(symbol, tf, day): (regular, total) for symbol, tf, day, regular, total in rows}
+
+
 def quarantined_lines(conn: psycopg.Connection, key: str) -> dict[int, str]:
     rows = conn.execute(
         "SELECT line_number, reason FROM market.quarantine WHERE s3_key = %s", (key,)

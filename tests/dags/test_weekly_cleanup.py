@@ -13,6 +13,7 @@ import pytest
 from marketbars.market.calendar import NEW_YORK, sessions_between
 from marketbars.warehouse.migrations import migrate
 from marketbars.warehouse.partitions import ensure_partitions
+from tests.helpers import counted_bars, stored_counts
 
 pytestmark = [pytest.mark.integration, pytest.mark.dagrun]
 RUN = dt.datetime(2025, 11, 22, 3, 0, tzinfo=NEW_YORK)  # a Saturday's scheduled run
@@ -165,6 +166,12 @@ def test_retention_drops_old_partitions_trims_the_boundary_and_keeps_the_rest(
     os.utime(stale, (0, 0))
     freed = sizes(spanning, ["historical_bars_2024_09", "historical_bars_2024_10"])
     before = snapshot(spanning)
+    counts = counted_bars(spanning)  # stored as the writers would have
+    spanning.execute(
+        "INSERT INTO market.bar_counts (symbol, timeframe, session_date, regular, total)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::date[], %s::int[], %s::int[])",
+        [list(column) for column in zip(*((*key, *n) for key, n in counts.items()), strict=True)],
+    )
     # A drop cut short last week: September's partition detached but not dropped.
     spanning.execute("ALTER TABLE market.historical_bars DETACH PARTITION market.historical_bars_2024_09")
 
@@ -194,6 +201,8 @@ def test_retention_drops_old_partitions_trims_the_boundary_and_keeps_the_rest(
         ),
     }
     assert not stale.exists() and fresh.exists()
+    kept = {key: n for key, n in counts.items() if key[2] >= FIRST_KEPT}
+    assert stored_counts(spanning) == kept and len(kept) < len(counts)  # the removed sessions' counts went
     summary = run.get_task_instance("summarize").xcom_pull(task_ids="summarize")
     assert summary["partitions_dropped"] == ["historical_bars_2024_09", "historical_bars_2024_10"]
     assert summary["rows_trimmed"] == len(before["bars"]) - len(after["bars"]) - sum(

@@ -18,7 +18,7 @@ from marketbars.warehouse.file_loads import _MERGE_CHANGES, _MERGE_DELETE, curre
 from marketbars.warehouse.partitions import ensure_partitions
 from sandbox import market, reference
 from sandbox.services import Postgres
-from tests.helpers import expected_bars, warehouse_bars, write
+from tests.helpers import counted_bars, expected_bars, stored_counts, warehouse_bars, write
 
 pytestmark = pytest.mark.integration
 DAY = dt.date(2024, 3, 5)
@@ -61,6 +61,16 @@ def test_a_load_holds_exactly_the_files_rows_and_quarantine(
     ).fetchall()
     assert ledger == [(selection_key(SELECTION), sorted(SELECTION), "v1", counts.rows_loaded,
                        len(sample.lines))]  # fmt: skip
+    assert stored_counts(warehouse_conn) == counted_bars(warehouse_conn) != {}
+
+
+def test_a_named_symbol_the_file_lacks_is_counted_as_empty(
+    warehouse_conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    sample = market.build_file("stocks", "1m", DAY)
+    _load(warehouse_conn, tmp_path, sample, ["AAPL", "NOTLISTED"], etag="v1")
+    stored = warehouse_conn.execute("SELECT symbol, total > 0 FROM market.bar_counts ORDER BY 1").fetchall()
+    assert stored == [("AAPL", True), ("NOTLISTED", False)]  # a known empty cell, not an unknown one
 
 
 def test_a_replaced_file_replaces_rows_and_rest_bars_but_nothing_outside_the_selection(
@@ -90,6 +100,10 @@ def test_a_replaced_file_replaces_rows_and_rest_bars_but_nothing_outside_the_sel
     assert dict(warehouse_conn.execute("SELECT line_number, reason FROM market.quarantine").fetchall()) == (
         new.expected_quarantine(SELECTION)
     )
+    selection_day = {
+        k: n for k, n in counted_bars(warehouse_conn).items() if k[0] in SELECTION and k[2] == DAY
+    }
+    assert stored_counts(warehouse_conn) == selection_day  # bars inserted by hand elsewhere: not counted
 
 
 def test_all_tickers_of_one_dataset_leave_the_other_datasets_alone(
@@ -104,6 +118,8 @@ def test_all_tickers_of_one_dataset_leave_the_other_datasets_alone(
     assert warehouse_bars(warehouse_conn, symbols=every_index) == expected_bars(indices)
     every_stock = {reference.listed_ticker(i.ticker, DAY) for i in market.instruments("stocks")}  # PALT
     assert warehouse_bars(warehouse_conn, symbols=every_stock) == expected_bars(stocks)
+    assert stored_counts(warehouse_conn) == counted_bars(warehouse_conn)
+    assert {symbol for symbol, _, _ in stored_counts(warehouse_conn)} == every_index | every_stock
 
 
 def test_a_crash_mid_load_leaves_the_previous_state(
@@ -122,6 +138,7 @@ def test_a_crash_mid_load_leaves_the_previous_state(
         _load(warehouse_conn, tmp_path, new, SELECTION, etag="v2")
     assert warehouse_bars(warehouse_conn) == before
     assert warehouse_conn.execute("SELECT etag FROM market.ingest_ledger").fetchall() == [("v1",)]
+    assert stored_counts(warehouse_conn) == counted_bars(warehouse_conn) != {}
 
 
 def test_current_load_is_verified_against_the_rows_present(

@@ -16,6 +16,7 @@ MIGRATIONS = [
     "0005_rollups.sql", "0006_backtests.sql", "0007_watchlist_ticker_forms.sql",
     "0008_corporate_actions.sql", "0009_backtest_batches.sql", "0010_backtest_data_versions.sql",
     "0011_backtest_search.sql", "0012_backtest_trades_without_row_checks.sql", "0013_backtest_equity.sql",
+    "0014_bar_counts.sql",
 ]  # fmt: skip
 
 

@@ -14,7 +14,15 @@ from marketbars.operators.flatfile_load import FlatFileLoadOperator
 from sandbox import market
 from sandbox.rest_server import RestServer
 from sandbox.services import S3Server
-from tests.helpers import expected_bars, expected_rest, fill, publish, warehouse_bars
+from tests.helpers import (
+    counted_bars,
+    expected_bars,
+    expected_rest,
+    fill,
+    publish,
+    stored_counts,
+    warehouse_bars,
+)
 
 pytestmark = pytest.mark.integration
 MON, TUE = dt.date(2024, 3, 4), dt.date(2024, 3, 5)
@@ -27,6 +35,7 @@ def test_flat_files_win_over_rest_in_both_orders(
     publish(s3, sample)
     fill("AAPL", {"1m": [TUE]})  # REST first: the file was not published yet
     assert {b[9] for b in warehouse_bars(db_conn, "1m")} == {"rest"}
+    assert stored_counts(db_conn) == counted_bars(db_conn) != {}
     common = {"dataset": "stocks", "timeframe": "1m", "bucket": s3.bucket, "download_dir": str(download_dir)}
     files = FlatFileDownloadOperator(task_id="d", sessions=[TUE.isoformat()], **common).execute({})
     FlatFileLoadOperator(task_id="l", files=files, symbols=["AAPL"], **common).execute({})
@@ -64,6 +73,7 @@ def test_gap_repair_patches_only_the_minutes_a_flat_file_session_lacks(
     assert result["1m"]["patched"] == ["2024-03-05"] and result["1m"]["bars"] == len(lacking)
     after = warehouse_bars(db_conn, "1m")
     assert after == kept | {rest_rows[ts] for ts in lacking}
+    assert stored_counts(db_conn) == counted_bars(db_conn)  # the holes punched by hand are counted again
     assert fill("AAPL", {"1m": [TUE]}, patch=True)["1m"]["bars"] == 0  # a re-run adds nothing
     assert warehouse_bars(db_conn, "1m") == after
     ledger = db_conn.execute("SELECT status, rows_loaded FROM market.rest_ledger").fetchall()
@@ -72,3 +82,4 @@ def test_gap_repair_patches_only_the_minutes_a_flat_file_session_lacks(
     db_conn.execute("DELETE FROM market.historical_bars WHERE ts = %s", (holes[0],))
     FlatFileLoadOperator(task_id="l", files=files, symbols=["AAPL"], **common).execute({})
     assert warehouse_bars(db_conn, "1m") == from_file == expected_bars(sample, ["AAPL"])
+    assert stored_counts(db_conn) == counted_bars(db_conn)

@@ -45,7 +45,9 @@ def coverage(conn: Connection, dataset: str, timeframe: str, first: dt.date, las
             " choose a shorter window"
         )
     settings = gap_tasks.settings_from_variables(fallback_to_defaults=True)
-    cells = gap_tasks.evaluate(conn, {s: dataset for s in symbols}, sessions, settings, [timeframe])
+    cells = gap_tasks.evaluate(
+        conn, {s: dataset for s in symbols}, sessions, settings, [timeframe], recount=False
+    )
     gaps = {
         g.key: g
         for status in ("open", "unfillable")

@@ -18,9 +18,10 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from marketbars.market.bars import QUARANTINE_SCHEMA, BarStream, NotStreamableError, ValidatedBars
+from marketbars.market.calendar import SessionHours, session_hours
 from marketbars.market.provenance import FileVersion
 from marketbars.market.symbols import selects_all
-from marketbars.warehouse import quarantine
+from marketbars.warehouse import bar_counts, quarantine
 from marketbars.warehouse.bars import (
     COPY_SCHEMA,
     TABLE,
@@ -54,6 +55,7 @@ class _Copied:
     loaded: int = 0
     quarantined: list[pa.Table] = field(default_factory=list)
     present: set[str] = field(default_factory=set)
+    counted: list[dict[str, bar_counts.Counts]] = field(default_factory=list)  # count_rows of each chunk
 
 
 def current_load(conn: Connection, version: FileVersion, symbols: Sequence[str]) -> LoadCounts | None:
@@ -124,6 +126,9 @@ def replace_session(
         )
         _replace_quarantine(cur, version, symbols, rejected)
         _supersede_rest(cur, version, symbols)
+        bar_counts.replace_session(
+            cur, version.dataset, version.timeframe, version.session, symbols, _counted(copied, symbols)
+        )
         counts = LoadCounts(
             rows_read=stream.rows_read,
             rows_loaded=copied.loaded,
@@ -180,22 +185,24 @@ def _copy_file(cur: Cursor, target: sql.Composable, stream: BarStream, version: 
     A file that cannot be streamed is discovered part-way: the savepoint drops what was copied
     and the file is read again whole.
     """
+    hours = session_hours(version.session)
     try:
         with cur.connection.transaction():
-            return _copy_chunks(cur, target, stream.chunks(streaming=True), version.timeframe)
+            return _copy_chunks(cur, target, stream.chunks(streaming=True), version.timeframe, hours)
     except NotStreamableError as exc:
         log.info("%s; reading the file whole instead of streaming it", exc)
-        return _copy_chunks(cur, target, stream.chunks(streaming=False), version.timeframe)
+        return _copy_chunks(cur, target, stream.chunks(streaming=False), version.timeframe, hours)
 
 
 def _copy_chunks(
-    cur: Cursor, target: sql.Composable, chunks: Iterator[ValidatedBars], timeframe: str
+    cur: Cursor, target: sql.Composable, chunks: Iterator[ValidatedBars], timeframe: str, hours: SessionHours
 ) -> _Copied:
     copied = _Copied()
 
     def batches() -> Iterator[pa.RecordBatch]:
         for chunk in chunks:
             copied.loaded += chunk.bars.num_rows
+            copied.counted.append(bar_counts.count_rows(chunk.bars, timeframe, hours))
             copied.present.update(pc.unique(chunk.bars["symbol"]).to_pylist())
             if chunk.quarantined.num_rows:
                 copied.quarantined.append(chunk.quarantined)
@@ -204,6 +211,15 @@ def _copy_chunks(
 
     copy_in(cur, target, COPY_SCHEMA, batches())
     return copied
+
+
+def _counted(copied: _Copied, symbols: Sequence[str]) -> dict[str, bar_counts.Counts]:
+    """The selection's counts once the load commits: the file's valid rows, and none for a named
+    symbol the file lacks (a known empty cell, not an unknown one)."""
+    counts = bar_counts.sum_counts(copied.counted)
+    if selects_all(symbols):
+        return counts
+    return dict.fromkeys(symbols, bar_counts.NONE) | counts
 
 
 def _replace_quarantine(

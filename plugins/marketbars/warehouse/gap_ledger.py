@@ -1,70 +1,14 @@
-"""``market.backfill_gaps`` (the gap ledger) and the one-statement count of bars per cell that the
-completeness check classifies (``marketbars.pipelines.gaps.rules``)."""
+"""``market.backfill_gaps``, the gap ledger: every cell the completeness check found short, and what
+became of it. The counts it judges come from ``marketbars.warehouse.bar_counts``."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from marketbars.market.calendar import SessionHours, day_window
-from marketbars.market.timeframes import SOURCE_TIMEFRAMES
+from marketbars.warehouse.bar_counts import Key
 from marketbars.warehouse.connection import Connection
-
-Key = tuple[str, str, dt.date]  # (symbol, timeframe, session)
-
-
-@dataclass(frozen=True)
-class Counts:
-    regular: int  # bars inside the regular session (1m) / the daily bar (1d)
-    total: int  # every bar of the session's New York day
-
-
-# One statement, one index-only range scan of the primary key (symbol, timeframe, ts) per cell: no
-# bar is converted to a local date, and no cell costs a round trip.
-COUNT_CELLS = """
-    SELECT sym, tf, s.day, c.regular, c.total
-    FROM unnest(%s::text[]) AS sym
-    CROSS JOIN unnest(%s::text[]) AS tf
-    CROSS JOIN unnest(%s::date[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[])
-         AS s(day, open_ts, close_ts, day_start, day_end)
-    CROSS JOIN LATERAL (
-        SELECT count(*) FILTER (WHERE tf = '1d' OR (b.ts >= s.open_ts AND b.ts < s.close_ts)) AS regular,
-               count(*) AS total
-        FROM market.historical_bars b
-        WHERE b.symbol = sym AND b.timeframe = tf AND b.ts >= s.day_start AND b.ts < s.day_end
-    ) AS c
-    WHERE c.total > 0"""
-
-
-def count_cells(
-    conn: Connection,
-    symbols: Sequence[str],
-    sessions: Sequence[SessionHours],
-    timeframes: Sequence[str] = SOURCE_TIMEFRAMES,
-) -> dict[Key, Counts]:
-    """Bars per (symbol, source timeframe, session): regular-session bars (the daily bar for 1d) and
-    all of the session's New York day. Cells without bars are absent."""
-    if not symbols or not sessions:
-        return {}
-    rows = conn.execute(COUNT_CELLS, count_cells_args(symbols, sessions, timeframes)).fetchall()
-    return {(symbol, tf, day): Counts(regular, total) for symbol, tf, day, regular, total in rows}
-
-
-def count_cells_args(
-    symbols: Sequence[str], sessions: Sequence[SessionHours], timeframes: Sequence[str] = SOURCE_TIMEFRAMES
-) -> tuple[Any, ...]:
-    windows = [day_window(s.session) for s in sessions]
-    return (
-        list(symbols),
-        list(timeframes),
-        [s.session for s in sessions],
-        [s.open for s in sessions],
-        [s.close for s in sessions],
-        [w[0] for w in windows],
-        [w[1] for w in windows],
-    )
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from marketbars.market.bars import SessionBars
-from marketbars.market.calendar import day_window
+from marketbars.market.calendar import day_window, is_session, session_hours
 from marketbars.market.provenance import ApiFetch
-from marketbars.warehouse import quarantine
+from marketbars.warehouse import bar_counts, quarantine
 from marketbars.warehouse.bars import COPY_SCHEMA, TABLE, copy_rows, lock_session
 from marketbars.warehouse.connection import Connection, Cursor
 from marketbars.warehouse.copy import copy_in
@@ -58,7 +58,18 @@ def replace_rest_sessions(
         }
         for session, outcome in outcomes.items():
             _record(cur, fetch, session, outcome, run_id)
+        _recount(cur, fetch, sessions)
     return {session: (status, loaded) for session, (status, loaded, _) in outcomes.items()}
+
+
+def _recount(cur: Cursor, fetch: ApiFetch, sessions: Sequence[dt.date]) -> None:
+    """The symbol's counts of the sessions as they are once this write commits (a few index range
+    scans: cheaper and surer than deriving them from what was deleted, kept and patched)."""
+    chosen = bar_counts.cells(
+        [fetch.symbol], [session_hours(s) for s in sessions if is_session(s)], [fetch.timeframe]
+    )
+    counts = bar_counts.recount(cur, chosen)
+    bar_counts.store(cur, {key: counts.get(key, bar_counts.NONE) for key in bar_counts.keys(chosen)})
 
 
 def _flatfile_sessions(cur: Cursor, fetch: ApiFetch, sessions: Sequence[dt.date]) -> set[dt.date]:

@@ -76,8 +76,9 @@ def plan(params: Mapping[str, Any], dag_run: Any) -> dict[str, Any]:
 
 
 def apply_retention(plan: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop the planned partitions, then trim the straddling one; a dry run only reports them."""
-    from marketbars.warehouse import partitions
+    """Drop the planned partitions, then trim the straddling one, then forget the removed sessions'
+    bar counts; a dry run only reports them."""
+    from marketbars.warehouse import bar_counts, partitions
 
     before = dt.datetime.fromisoformat(plan["before"])
     if plan["dry_run"]:
@@ -105,11 +106,14 @@ def apply_retention(plan: Mapping[str, Any]) -> dict[str, Any]:
             )
             trimmed_from = straddling.name
             log.info("trimmed %s rows before %s from market.%s", f"{trimmed:,}", before, straddling.name)
+        forgotten = bar_counts.forget_before(conn, dt.date.fromisoformat(plan["first_kept"]))
+        log.info("forgot %s bar counts of sessions before %s", f"{forgotten:,}", plan["first_kept"])
     return {
         "partitions_dropped": dropped,
         "bytes_dropped": bytes_dropped,
         "rows_trimmed": trimmed,
         "trimmed_partition": trimmed_from,
+        "counts_forgotten": forgotten,
     }
 
 

@@ -13,7 +13,7 @@ from marketbars.market.calendar import SessionHours
 from marketbars.market.timeframes import SOURCE_TIMEFRAMES
 from marketbars.pipelines.common.mapping import FlatFileWork, RestWork, batch_sessions
 from marketbars.pipelines.common.published import ObjectExists
-from marketbars.warehouse.gap_ledger import Counts, Key
+from marketbars.warehouse.bar_counts import Counts, Key
 
 STATES = ("complete", "partial", "missing", "no_trading")
 VENDOR_HAS_NONE = "the vendor's flat file for the session holds no bars for it (no trading)"

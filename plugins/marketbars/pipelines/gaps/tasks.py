@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from marketbars.pipelines.common.mapping import FlatFileWork, RestWork
 from marketbars.pipelines.gaps import rules
-from marketbars.warehouse.gap_ledger import Gap, Key
+from marketbars.warehouse.bar_counts import Key
+from marketbars.warehouse.gap_ledger import Gap
 
 if TYPE_CHECKING:
     from marketbars.warehouse.connection import Connection
@@ -83,17 +84,24 @@ def evaluate(
     days: Sequence[dt.date],
     settings: rules.Settings,
     timeframes: Sequence[str] | None = None,
+    *,
+    recount: bool = True,
 ) -> list[rules.Cell]:
     """Every cell of the symbols and sessions, classified from the warehouse's counts; of some source
-    timeframes only when asked (the daily cells need no minute counted)."""
+    timeframes only when asked (the daily cells need no minute counted).
+
+    ``recount``: count the bars and store the counts (the gap DAG, which is what corrects a count gone
+    stale); otherwise read the stored counts, counting only cells without one, and write nothing (the
+    Market data view)."""
     from marketbars.market.calendar import session_hours
     from marketbars.market.timeframes import SOURCE_TIMEFRAMES
-    from marketbars.warehouse import gap_ledger, ledgers
+    from marketbars.warehouse import bar_counts, ledgers
 
     chosen = tuple(timeframes or SOURCE_TIMEFRAMES)
     sessions = [session_hours(d) for d in sorted(set(days))]
     symbols = sorted(asset_classes)
-    counts = gap_ledger.count_cells(conn, symbols, sessions, chosen)
+    selected = bar_counts.cells(symbols, sessions, chosen)
+    counts = bar_counts.refresh(conn, asset_classes, selected) if recount else bar_counts.kept(conn, selected)
     vendor_empty = ledgers.vendor_empty_cells(conn, symbols, [s.session for s in sessions])
     return rules.evaluate(counts, vendor_empty, asset_classes, sessions, settings, chosen)
 
