@@ -159,10 +159,10 @@ def main() -> None:
 
 
 def _explain(conn, sessions) -> list[str]:
-    from marketbars.warehouse import gap_ledger
+    from marketbars.warehouse import bar_counts
 
-    args = gap_ledger.count_cells_args(SYMBOLS, sessions)
-    return [r[0] for r in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + gap_ledger.COUNT_CELLS, args)]
+    args = bar_counts.count_cells_args(bar_counts.cells(SYMBOLS, sessions))
+    return [r[0] for r in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + bar_counts.COUNT_CELLS, args)]
 
 
 if __name__ == "__main__":
