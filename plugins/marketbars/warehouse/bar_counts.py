@@ -113,8 +113,14 @@ def refresh(conn: Connection, asset_classes: Mapping[str, str], chosen: Sequence
         locks = sorted({(hours.session, asset_classes[symbol], tf) for symbol, tf, hours in chosen})
         for session, asset_class, timeframe in locks:  # in date order, as every writer locks
             lock_session(cur, asset_class, timeframe, session)
-        counts = recount(cur, chosen)
-        store(cur, {key: counts.get(key, NONE) for key in keys(chosen)})
+        return recount_and_store(cur, chosen)
+
+
+def recount_and_store(cur: Cursor, chosen: Sequence[Cell]) -> dict[Key, Counts]:
+    """Recount the cells and store each one's count, a zero for a cell without bars (known empty);
+    the caller holds the sessions' writer locks. Returns the counts of the cells with bars."""
+    counts = recount(cur, chosen)
+    store(cur, {key: counts.get(key, NONE) for key in keys(chosen)})
     return counts
 
 

@@ -202,8 +202,9 @@ def _copy_chunks(
     def batches() -> Iterator[pa.RecordBatch]:
         for chunk in chunks:
             copied.loaded += chunk.bars.num_rows
-            copied.counted.append(bar_counts.count_rows(chunk.bars, timeframe, hours))
-            copied.present.update(pc.unique(chunk.bars["symbol"]).to_pylist())
+            counted = bar_counts.count_rows(chunk.bars, timeframe, hours)
+            copied.counted.append(counted)
+            copied.present.update(counted)  # the chunk's symbols with valid rows
             if chunk.quarantined.num_rows:
                 copied.quarantined.append(chunk.quarantined)
                 copied.present.update(pc.unique(chunk.quarantined["symbol"]).drop_null().to_pylist())

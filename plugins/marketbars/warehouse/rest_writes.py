@@ -65,11 +65,8 @@ def replace_rest_sessions(
 def _recount(cur: Cursor, fetch: ApiFetch, sessions: Sequence[dt.date]) -> None:
     """The symbol's counts of the sessions as they are once this write commits (a few index range
     scans: cheaper and surer than deriving them from what was deleted, kept and patched)."""
-    chosen = bar_counts.cells(
-        [fetch.symbol], [session_hours(s) for s in sessions if is_session(s)], [fetch.timeframe]
-    )
-    counts = bar_counts.recount(cur, chosen)
-    bar_counts.store(cur, {key: counts.get(key, bar_counts.NONE) for key in bar_counts.keys(chosen)})
+    hours = [session_hours(s) for s in sessions if is_session(s)]
+    bar_counts.recount_and_store(cur, bar_counts.cells([fetch.symbol], hours, [fetch.timeframe]))
 
 
 def _flatfile_sessions(cur: Cursor, fetch: ApiFetch, sessions: Sequence[dt.date]) -> set[dt.date]:

@@ -13,7 +13,7 @@ from marketbars.market.calendar import SessionHours
 from marketbars.market.timeframes import SOURCE_TIMEFRAMES
 from marketbars.pipelines.common.mapping import FlatFileWork, RestWork, batch_sessions
 from marketbars.pipelines.common.published import ObjectExists
-from marketbars.warehouse.bar_counts import Counts, Key
+from marketbars.warehouse.bar_counts import NONE, Counts, Key
 
 STATES = ("complete", "partial", "missing", "no_trading")
 VENDOR_HAS_NONE = "the vendor's flat file for the session holds no bars for it (no trading)"
@@ -226,11 +226,10 @@ def evaluate(
     bar counts (cells without bars are absent from ``counts``) and the vendor-confirmed empty ones.
     ``timeframes``: the source timeframes to classify (the minute ones are what makes a symbol
     liquid, so a partial minute cell needs ``1m`` counted)."""
-    empty = Counts(0, 0)
     coverages = {
         symbol: [
             coverage(
-                counts.get((symbol, "1m", hours.session), empty).regular, expected_bars(kind, "1m", hours)
+                counts.get((symbol, "1m", hours.session), NONE).regular, expected_bars(kind, "1m", hours)
             )
             for hours in sessions
         ]
@@ -242,7 +241,7 @@ def evaluate(
         for timeframe in timeframes:
             for hours in sessions:
                 key = (symbol, timeframe, hours.session)
-                got = counts.get(key, empty)
+                got = counts.get(key, NONE)
                 expected = expected_bars(asset_class, timeframe, hours)
                 state = classify(
                     asset_class=asset_class,
